@@ -1,0 +1,13 @@
+//! sekisho (関所): the user-space side of the 住基ネット segregation appliance.
+//!
+//! `config` reads and validates the one configuration file, `policy` compiles it into the
+//! kernel's lookup tables (and evaluates them the way the kernel does), `datapath` loads
+//! and attaches the eBPF programs, `control` is the socket between `sekishod` and
+//! `sekishoctl`, `server` is the running daemon.
+
+pub mod config;
+pub mod control;
+pub mod datapath;
+pub mod paths;
+pub mod policy;
+pub mod server;

@@ -1,0 +1,394 @@
+//! sekisho's TC classifiers: one for LAN interfaces (CS, terminals), one for WAN interfaces
+//! (住基ネット). Both run at ingress, so every packet the gateway forwards is decided before
+//! it is routed, and decide it the same way:
+//!
+//! 1. Parse: Ethernet → (ARP passes) → IPv4/IPv6 → L4 ports. Tagged frames, other
+//!    Ethernet types, fragments, IPv6 routing/fragment headers, long extension chains and
+//!    truncated headers are dropped with their own reason — nothing is passed unparsed.
+//! 2. Connection tracking: a packet of a flow the policy allowed passes (`Established`),
+//!    and so does its reply (`Reply`), as long as the flow was allowed by the generation in
+//!    force; a flow from an older generation is decided again and cut if no longer allowed.
+//! 3. Otherwise the policy decides (`sekisho_common::decide`), with keyed lookups only.
+//!
+//! The generation is read once per packet and selects the policy slot, so a packet is never
+//! decided by a mix of two policies. Generation 0 means no policy: everything is dropped.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::{classifier, map},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    programs::TcContext,
+};
+use sekisho_common::{
+    Counter, DIR_FROM_LAN, DIR_FROM_WAN, ENDPOINT_KEY_FIXED_BITS, Endpoint, EndpointKey,
+    FlowKey, FlowValue, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue,
+    SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, capacity,
+    counter_index,
+    decide::{Packet, PolicyView, decide},
+    proto, v4_mapped,
+};
+
+#[map(name = "SEKISHO_STATE")]
+static STATE: Array<State> = Array::with_max_entries(1, 0);
+
+#[map(name = "SEKISHO_SETTINGS")]
+static SETTINGS: Array<Settings> = Array::with_max_entries(SLOTS, 0);
+
+#[map(name = "SEKISHO_ENDPOINTS")]
+static ENDPOINTS: LpmTrie<EndpointKey, Endpoint> =
+    LpmTrie::with_max_entries(capacity::ENDPOINTS, 0);
+
+#[map(name = "SEKISHO_RULES")]
+static RULES: LpmTrie<RuleKey, RuleValue> = LpmTrie::with_max_entries(capacity::RULES, 0);
+
+#[map(name = "SEKISHO_FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(capacity::FLOWS, 0);
+
+#[map(name = "SEKISHO_COUNTERS")]
+static COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(sekisho_common::DIRECTIONS * VERDICTS, 0);
+
+#[map(name = "SEKISHO_REASONS")]
+static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS, 0);
+
+#[classifier]
+pub fn sekisho_lan(ctx: TcContext) -> i32 {
+    handle(&ctx, true)
+}
+
+#[classifier]
+pub fn sekisho_wan(ctx: TcContext) -> i32 {
+    handle(&ctx, false)
+}
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPV6_HLEN: usize = 40;
+/// Extension headers walked before giving up (`Ipv6Extension`): enough for the
+/// hop-by-hop and destination options a real stack sends, bounded for the verifier.
+const IPV6_MAX_EXT: usize = 4;
+/// Bytes made linear before parsing: Ethernet + IPv6 + a few extension headers + TCP.
+const PULL_LEN: u32 = 160;
+
+#[inline(always)]
+fn handle(ctx: &TcContext, from_lan: bool) -> i32 {
+    let mut mode = sekisho_common::MODE_ENFORCE;
+    let reason = match classify(ctx, from_lan, &mut mode) {
+        Ok(r) | Err(r) => r,
+    };
+    let verdict = if reason.is_pass() {
+        VERDICT_ALLOW
+    } else if mode == MODE_MONITOR {
+        VERDICT_MONITOR
+    } else {
+        VERDICT_DENY
+    };
+    let direction = if from_lan { DIR_FROM_LAN } else { DIR_FROM_WAN };
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(direction, verdict)) {
+        // Per-CPU entry: no other writer, plain adds are safe.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += u64::from(ctx.len());
+        }
+    }
+    if let Some(c) = REASON_COUNTS.get_ptr_mut(u32::from(reason as u8)) {
+        unsafe { *c += 1 };
+    }
+    if verdict == VERDICT_DENY {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    }
+}
+
+/// Bounds-checked pointer into the linear packet data.
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, offset: usize) -> Result<*const T, Reason> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(Reason::Malformed);
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, Reason> {
+    let p = ptr_at::<T>(ctx, offset)?;
+    // Packet data has no alignment guarantee.
+    Ok(unsafe { core::ptr::read_unaligned(p) })
+}
+
+/// Copies a header at an offset only known at run time (IPv4 options, IPv6 extension
+/// headers): `bpf_skb_load_bytes` keeps the verifier out of variable packet offsets.
+#[inline(always)]
+fn load_at<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, Reason> {
+    ctx.load::<T>(offset).map_err(|_| Reason::Malformed)
+}
+
+#[inline(always)]
+fn load_be16(ctx: &TcContext, offset: usize) -> Result<u16, Reason> {
+    Ok(u16::from_be_bytes(load::<[u8; 2]>(ctx, offset)?))
+}
+
+/// Everything but the counting: the reason is `Ok` for a pass, `Err` for a drop, so `?`
+/// reads as "stop here and drop".
+#[inline(always)]
+fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, Reason> {
+    // A tag the driver or the stack stripped into skb metadata is still a tagged frame.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        return Err(Reason::Vlan);
+    }
+    let linear = ctx.data_end() - ctx.data();
+    let want = if ctx.len() < PULL_LEN { ctx.len() } else { PULL_LEN };
+    if (linear as u32) < want {
+        // Headers split over fragments of a non-linear skb; make them directly readable.
+        let _ = ctx.pull_data(want);
+    }
+
+    let ethertype = load_be16(ctx, 12)?;
+    match ethertype {
+        ETH_P_ARP => return Ok(Reason::Arp),
+        ETH_P_IP | ETH_P_IPV6 => {}
+        ETH_P_8021Q | ETH_P_8021AD => return Err(Reason::Vlan),
+        _ => return Err(Reason::Ethertype),
+    }
+
+    let state = STATE.get(0).copied().unwrap_or_default();
+    if state.generation == 0 {
+        return Err(Reason::NoPolicy);
+    }
+    let slot = (state.generation % SLOTS) as u8;
+    if let Some(settings) = SETTINGS.get(u32::from(slot)) {
+        *mode = settings.mode;
+    }
+
+    let mut pkt = Packet {
+        from_lan,
+        src_mac: load::<[u8; 6]>(ctx, 6)?,
+        ..Packet::default()
+    };
+    let l4_off = if ethertype == ETH_P_IP {
+        parse_ipv4(ctx, &mut pkt)?
+    } else {
+        let (off, hop_limit) = parse_ipv6(ctx, &mut pkt)?;
+        if pkt.proto == proto::ICMPV6 && hop_limit == 255 {
+            let icmp_type: u8 = load_at(ctx, off)?;
+            // Router/neighbour solicitation and advertisement, redirect: link-local
+            // only (hop limit 255 proves it was not routed), and IPv6 needs them.
+            if (133..=137).contains(&icmp_type) {
+                return Ok(Reason::NeighborDiscovery);
+            }
+        }
+        off
+    };
+    parse_l4(ctx, l4_off, &mut pkt)?;
+    track_and_decide(state.generation, slot, &pkt)
+}
+
+/// Fills addresses and protocol; returns the L4 offset.
+#[inline(always)]
+fn parse_ipv4(ctx: &TcContext, pkt: &mut Packet) -> Result<usize, Reason> {
+    // One copy of the fixed header: a single bounds check at a constant offset, which
+    // the verifier can follow.
+    let h: [u8; 20] = load(ctx, ETH_HLEN)?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || ihl < 20 {
+        return Err(Reason::Malformed);
+    }
+    // Options, if any, must be present too.
+    load_at::<[u8; 4]>(ctx, ETH_HLEN + ihl - 4)?;
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    // More-fragments set or a non-zero offset: only the first fragment has ports, and
+    // the others cannot be tied to it here.
+    if frag & 0x3fff != 0 {
+        return Err(Reason::Fragment);
+    }
+    pkt.proto = h[9];
+    pkt.src = v4_mapped([h[12], h[13], h[14], h[15]]);
+    pkt.dst = v4_mapped([h[16], h[17], h[18], h[19]]);
+    Ok(ETH_HLEN + ihl)
+}
+
+/// Fills addresses and protocol after walking the extension headers; returns the L4
+/// offset and the hop limit.
+#[inline(always)]
+fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<(usize, u8), Reason> {
+    let h: [u8; IPV6_HLEN] = load(ctx, ETH_HLEN)?;
+    if h[0] >> 4 != 6 {
+        return Err(Reason::Malformed);
+    }
+    let hop_limit = h[7];
+    let mut next = h[6];
+    let mut i = 0;
+    while i < 16 {
+        pkt.src[i] = h[8 + i];
+        pkt.dst[i] = h[24 + i];
+        i += 1;
+    }
+    let mut off = ETH_HLEN + IPV6_HLEN;
+    for _ in 0..IPV6_MAX_EXT {
+        match next {
+            // Hop-by-hop and destination options: skip.
+            0 | 60 => {
+                let hdr: [u8; 2] = load_at(ctx, off)?;
+                next = hdr[0];
+                off += (usize::from(hdr[1]) + 1) * 8;
+            }
+            // Routing headers can steer a packet past its stated destination, and
+            // fragments hide their ports.
+            43 => return Err(Reason::Ipv6Extension),
+            44 => return Err(Reason::Fragment),
+            _ => {
+                pkt.proto = next;
+                return Ok((off, hop_limit));
+            }
+        }
+    }
+    Err(Reason::Ipv6Extension)
+}
+
+/// Fills the ports (ICMP echo identifier for ICMP).
+#[inline(always)]
+fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
+    match pkt.proto {
+        proto::TCP => {
+            let hdr: [u8; 20] = load_at(ctx, off)?;
+            if hdr[12] >> 4 < 5 {
+                return Err(Reason::Malformed);
+            }
+            pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+            pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+        }
+        proto::UDP => {
+            let hdr: [u8; 8] = load_at(ctx, off)?;
+            pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+            pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+        }
+        proto::ICMP | proto::ICMPV6 => {
+            let hdr: [u8; 8] = load_at(ctx, off)?;
+            let id = u16::from_be_bytes([hdr[4], hdr[5]]);
+            // Echo request keys the flow by its identifier as source port, the echo
+            // reply as destination port, so the reply finds the request reversed.
+            match (pkt.proto, hdr[0]) {
+                (proto::ICMP, 8) | (proto::ICMPV6, 128) => pkt.sport = id,
+                (proto::ICMP, 0) | (proto::ICMPV6, 129) => pkt.dport = id,
+                _ => {}
+            }
+        }
+        // Other protocols have no ports; the policy decides them by protocol alone, and
+        // the configuration has no way to allow them, so they are dropped as `NoRule`.
+        _ => {}
+    }
+    Ok(())
+}
+
+struct Maps;
+
+impl PolicyView for Maps {
+    #[inline(always)]
+    fn endpoint(&self, slot: u8, addr: &[u8; 16]) -> Option<Endpoint> {
+        let key = Key::new(
+            ENDPOINT_KEY_FIXED_BITS + 128,
+            EndpointKey {
+                slot,
+                addr: *addr,
+                _pad: [0; 3],
+            },
+        );
+        ENDPOINTS.get(&key).copied()
+    }
+
+    #[inline(always)]
+    fn rule(&self, key: &RuleKey) -> Option<u32> {
+        RULES
+            .get(&Key::new(RULE_KEY_FULL_BITS, *key))
+            .map(|v| v.rule)
+    }
+}
+
+#[inline(always)]
+fn track_and_decide(generation: u32, slot: u8, pkt: &Packet) -> Result<Reason, Reason> {
+    let key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+        if unsafe { (*flow).generation } == generation {
+            return Ok(Reason::Established);
+        }
+        return redecide(&key, flow, generation, slot, pkt, true).map(|()| Reason::Established);
+    }
+    let rkey = key.reversed();
+    if let Some(flow) = FLOWS.get_ptr_mut(&rkey) {
+        if unsafe { (*flow).generation } == generation {
+            return Ok(Reason::Reply);
+        }
+        let original = Packet {
+            src: pkt.dst,
+            dst: pkt.src,
+            sport: pkt.dport,
+            dport: pkt.sport,
+            proto: pkt.proto,
+            src_mac: [0; 6],
+            from_lan: unsafe { (*flow).from_lan } != 0,
+        };
+        return redecide(&rkey, flow, generation, slot, &original, false).map(|()| Reason::Reply);
+    }
+    let rule = decide(&Maps, slot, pkt, true)?;
+    let value = FlowValue {
+        generation,
+        rule,
+        from_lan: u8::from(pkt.from_lan),
+        _pad: [0; 7],
+    };
+    // A full table evicts the least recently used flow; the packet is allowed either way.
+    let _ = FLOWS.insert(&key, &value, 0);
+    Ok(Reason::Policy)
+}
+
+/// A flow allowed by an older generation: keep it if the policy in force still allows it,
+/// cut it (and forget it) otherwise.
+#[inline(always)]
+fn redecide(
+    key: &FlowKey,
+    flow: *mut FlowValue,
+    generation: u32,
+    slot: u8,
+    original: &Packet,
+    check_origin: bool,
+) -> Result<(), Reason> {
+    match decide(&Maps, slot, original, check_origin) {
+        Ok(rule) => {
+            unsafe {
+                (*flow).generation = generation;
+                (*flow).rule = rule;
+            }
+            Ok(())
+        }
+        Err(reason) => {
+            let _ = FLOWS.remove(key);
+            Err(reason)
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
