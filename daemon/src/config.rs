@@ -219,9 +219,9 @@ impl FromStr for Endpoint {
     type Err = ParseEndpointError;
 
     fn from_str(s: &str) -> Result<Endpoint, ParseEndpointError> {
-        let (kind, name) = s.split_once(':').ok_or_else(|| ParseEndpointError::Syntax {
-            text: s.to_owned(),
-        })?;
+        let (kind, name) = s
+            .split_once(':')
+            .ok_or_else(|| ParseEndpointError::Syntax { text: s.to_owned() })?;
         let make = match kind {
             "role" => Endpoint::Role,
             "asset" => Endpoint::Asset,
@@ -262,19 +262,19 @@ impl fmt::Display for PortSpec {
 /// Why a string is not a [`PortSpec`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParsePortSpecError {
-    #[error("unknown protocol {proto:?} in port {text:?} (expected tcp, udp or icmp)")]
+    #[error("unknown protocol {proto:?} in {text:?} (expected tcp, udp or icmp)")]
     UnknownProtocol { text: String, proto: String },
-    #[error("port {text:?} has no port number (e.g. \"tcp/443\")")]
+    #[error("{text:?} needs a port number (e.g. \"tcp/443\")")]
     MissingPort { text: String },
-    #[error("port {text:?}: icmp takes no port number")]
+    #[error("icmp takes no port number in {text:?}")]
     IcmpWithPort { text: String },
-    #[error("port {text:?}: {part:?} is not a port number")]
+    #[error("{part:?} is not a port number in {text:?}")]
     NotANumber { text: String, part: String },
-    #[error("port {text:?}: {value} is out of range (1-65535)")]
+    #[error("port {value} is out of range (1-65535) in {text:?}")]
     OutOfRange { text: String, value: String },
-    #[error("port {text:?}: port 0 is not a valid port")]
+    #[error("port 0 is not a valid port in {text:?}")]
     Zero { text: String },
-    #[error("port {text:?}: range is reversed ({first} > {last})")]
+    #[error("port range {text:?} is reversed ({first} > {last})")]
     Reversed { text: String, first: u16, last: u16 },
 }
 
@@ -702,8 +702,7 @@ impl FromStr for Retention {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Retention, ()> {
-        let (number, make): (&str, fn(u32) -> Retention) = if let Some(n) = s.strip_suffix('y')
-        {
+        let (number, make): (&str, fn(u32) -> Retention) = if let Some(n) = s.strip_suffix('y') {
             (n, Retention::Years)
         } else if let Some(n) = s.strip_suffix('d') {
             (n, Retention::Days)
@@ -814,7 +813,10 @@ impl Config {
 
     /// Every role some asset has.
     pub fn roles(&self) -> BTreeSet<&str> {
-        self.assets.iter().map(|asset| asset.role.as_str()).collect()
+        self.assets
+            .iter()
+            .map(|asset| asset.role.as_str())
+            .collect()
     }
 
     /// What `endpoint` covers: asset addresses as host networks (/32, /128), peer networks

@@ -236,15 +236,6 @@ impl Segment {
             Segment::Wan => &[Host::Pref, Host::Jlis, Host::Internet],
         }
     }
-
-    /// The name of the switch namespace after the prefix, if the segment has a switch.
-    const fn switch(self) -> Option<&'static str> {
-        match self {
-            Segment::Cs => None,
-            Segment::Term => Some("swt"),
-            Segment::Wan => Some("sww"),
-        }
-    }
 }
 
 /// Namespace names after the prefix: the hosts in [`Host`] order, then the two switches.
@@ -335,21 +326,17 @@ impl Topology {
             ));
         };
         veth(gw, GW_CS_IF, self.ns(Host::Cs), HOST_IF, Some(CS_MAC_STR));
-        veth(gw, GW_TERM_IF, &self.names[SWT], "p-gw", None);
-        veth(gw, GW_WAN_IF, &self.names[SWW], "p-gw", None);
         for segment in [Segment::Term, Segment::Wan] {
-            let switch = if segment == Segment::Term {
-                &self.names[SWT]
-            } else {
-                &self.names[SWW]
-            };
+            let switch = self.switch_ns(segment).expect("bridged segment");
+            veth(gw, segment.gw_if(), switch, "p-gw", None);
             for &host in segment.hosts() {
                 veth(self.ns(host), HOST_IF, switch, &switch_port(host), None);
             }
         }
         ip_batch(None, &links)?;
 
-        for (idx, segment) in [(SWT, Segment::Term), (SWW, Segment::Wan)] {
+        for segment in [Segment::Term, Segment::Wan] {
+            let switch = self.switch_ns(segment).expect("bridged segment");
             let mut cmds = format!(
                 "link set lo up\n\
                  link add {BRIDGE} type bridge stp_state 0 forward_delay 0 mcast_snooping 0 \
@@ -363,7 +350,7 @@ impl Topology {
                     "link set {port} master {BRIDGE}\nlink set {port} up\n"
                 ));
             }
-            ip_batch(Some(&self.names[idx]), &cmds)?;
+            ip_batch(Some(switch), &cmds)?;
         }
 
         let mut cmds = String::from("link set lo up\n");
@@ -459,10 +446,11 @@ impl Topology {
     /// plain veth pair). Its bridge is [`BRIDGE`]; the port to host `h` is `p-<h>` (the
     /// Internet host's is `p-inet`), the port to the gateway `p-gw`.
     pub fn switch_ns(&self, segment: Segment) -> Option<&str> {
-        segment.switch().map(|_| match segment {
-            Segment::Term => self.names[SWT].as_str(),
-            _ => self.names[SWW].as_str(),
-        })
+        match segment {
+            Segment::Cs => None,
+            Segment::Term => Some(&self.names[SWT]),
+            Segment::Wan => Some(&self.names[SWW]),
+        }
     }
 
     /// Every namespace of the topology: the hosts in [`Host::ALL`] order, then `swt`, `sww`.

@@ -250,7 +250,9 @@ impl Checker<'_> {
                     if let Some(first) = names.get(value.as_str()) {
                         return fail(
                             name.span(),
-                            format!("duplicate rule name {value:?} in rule {number} (rule {first} has it too)"),
+                            format!(
+                                "duplicate rule name {value:?} in rule {number} (rule {first} has it too)"
+                            ),
                         );
                     }
                     names.insert(name.get_ref(), number);
@@ -274,7 +276,10 @@ impl Checker<'_> {
                 }
             }
             can_match(&from, &to, assets, peers).or_else(|message| {
-                fail(entry.from.span(), format!("rule {number} can never match: {message}"))
+                fail(
+                    entry.from.span(),
+                    format!("rule {number} can never match: {message}"),
+                )
             })?;
             rules.push(Rule {
                 index,
@@ -362,11 +367,8 @@ fn daemon(raw: Option<RawDaemon>) -> Check<DaemonConfig> {
         daemon.control_socket = absolute_path("control_socket", socket)?;
     }
     if let Some(listen) = &raw.metrics_listen {
-        daemon.metrics_listen = socket_address(
-            listen,
-            "invalid metrics_listen",
-            "e.g. \"127.0.0.1:9807\"",
-        )?;
+        daemon.metrics_listen =
+            socket_address(listen, "invalid metrics_listen", "e.g. \"127.0.0.1:9807\"")?;
     }
     if let Some(mode) = &raw.mode {
         daemon.mode = keyword::<Mode>(mode)?;
@@ -408,7 +410,9 @@ fn interfaces(raw: RawInterfaces) -> Check<Interfaces> {
                 Some(&other) => {
                     return fail(
                         name.span(),
-                        format!("interface {value:?} is in both interfaces.{other} and interfaces.{side}"),
+                        format!(
+                            "interface {value:?} is in both interfaces.{other} and interfaces.{side}"
+                        ),
                     );
                 }
                 None => {}
@@ -710,17 +714,16 @@ fn recipients_reachable(raw: &[Spanned<RawRecipient>], notify: Option<&Notify>) 
             "[[recipient]] needs a [notify] section (municipality, sender) to send notices",
         );
     };
-    if notify.smtp.is_none() {
-        if let Some(entry) = raw.iter().map(Spanned::get_ref).find(|r| r.email.is_some()) {
-            let email = entry.email.as_ref().map_or(0..0, Spanned::span);
-            return fail(
-                email,
-                format!(
-                    "recipient {:?} has an email address but [notify] has no smtp server",
-                    entry.name.get_ref()
-                ),
-            );
-        }
+    let emailed = raw.iter().map(Spanned::get_ref).find(|r| r.email.is_some());
+    if let (None, Some(entry)) = (&notify.smtp, emailed) {
+        let email = entry.email.as_ref().map_or(0..0, Spanned::span);
+        return fail(
+            email,
+            format!(
+                "recipient {:?} has an email address but [notify] has no smtp server",
+                entry.name.get_ref()
+            ),
+        );
     }
     Ok(())
 }
@@ -819,24 +822,24 @@ fn can_match(
         ));
     }
     let (from_hosts, to_hosts) = (endpoint_hosts(from, assets), endpoint_hosts(to, assets));
-    if let ([one], [other]) = (from_hosts.as_slice(), to_hosts.as_slice()) {
-        if one == other {
-            return Err(if from == to {
-                format!("from and to are both {from}, which is the single host {one:?}")
-            } else {
-                format!("from {from} and to {to} are the same single host {one:?}")
-            });
+    match (from_hosts.as_slice(), to_hosts.as_slice()) {
+        ([one], [other]) if one == other && from == to => {
+            return Err(format!(
+                "from and to are both {from}, which is the single host {one:?}"
+            ));
         }
+        ([one], [other]) if one == other => {
+            return Err(format!(
+                "from {from} and to {to} are the same single host {one:?}"
+            ));
+        }
+        _ => {}
     }
     let families = |endpoint: &Endpoint| -> (bool, bool) {
         let mut v4 = false;
         let mut v6 = false;
         let mut note = |is_v4: bool| {
-            if is_v4 {
-                v4 = true
-            } else {
-                v6 = true
-            }
+            if is_v4 { v4 = true } else { v6 = true }
         };
         match endpoint {
             Endpoint::Role(_) | Endpoint::Asset(_) => {
@@ -858,7 +861,8 @@ fn can_match(
     };
     let (from_v4, from_v6) = families(from);
     let (to_v4, to_v6) = families(to);
-    if !(from_v4 && to_v4) && !(from_v6 && to_v6) {
+    let shared = (from_v4 && to_v4) || (from_v6 && to_v6);
+    if !shared {
         let only = |v4: bool| if v4 { "IPv4-only" } else { "IPv6-only" };
         return Err(format!(
             "from {from} is {} and to {to} is {}, so they share no address family",
@@ -942,7 +946,10 @@ fn socket_address(value: &Spanned<String>, what: &str, example: &str) -> Check<S
     value.get_ref().parse().or_else(|_| {
         fail(
             value.span(),
-            format!("{what} {:?} (expected ADDRESS:PORT, {example})", value.get_ref()),
+            format!(
+                "{what} {:?} (expected ADDRESS:PORT, {example})",
+                value.get_ref()
+            ),
         )
     })
 }
@@ -981,15 +988,17 @@ fn host_address(asset: &str, written: &Spanned<String>) -> Check<IpAddr> {
             format!("asset {asset:?} address {address} is {problem}"),
         );
     }
-    if let IpAddr::V6(v6) = address {
-        if let Some(v4) = v6.to_ipv4_mapped() {
-            return fail(
-                written.span(),
-                format!(
-                    "asset {asset:?} address {address} is an IPv4-mapped IPv6 address; write it as {v4}"
-                ),
-            );
-        }
+    let mapped = match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    };
+    if let Some(v4) = mapped {
+        return fail(
+            written.span(),
+            format!(
+                "asset {asset:?} address {address} is an IPv4-mapped IPv6 address; write it as {v4}"
+            ),
+        );
     }
     Ok(address)
 }
@@ -1030,21 +1039,25 @@ fn mac_address(asset: &str, written: &Spanned<String>) -> Check<[u8; 6]> {
 
 fn peer_network(peer: &str, written: &Spanned<String>) -> Check<IpNet> {
     let text = written.get_ref();
-    if !text.contains('/') {
-        if let Ok(address) = text.parse::<IpAddr>() {
-            let host = if address.is_ipv4() { 32 } else { 128 };
-            return fail(
-                written.span(),
-                format!(
-                    "peer {peer:?} network {text:?} has no prefix length; write {address}/{host} for a single host"
-                ),
-            );
-        }
+    let bare_address = match text.contains('/') {
+        true => None,
+        false => text.parse::<IpAddr>().ok(),
+    };
+    if let Some(address) = bare_address {
+        let host = if address.is_ipv4() { 32 } else { 128 };
+        return fail(
+            written.span(),
+            format!(
+                "peer {peer:?} network {text:?} has no prefix length; write {address}/{host} for a single host"
+            ),
+        );
     }
     let Ok(network) = text.parse::<IpNet>() else {
         return fail(
             written.span(),
-            format!("peer {peer:?} network {text:?} is not a valid CIDR network (e.g. \"192.0.2.0/28\")"),
+            format!(
+                "peer {peer:?} network {text:?} is not a valid CIDR network (e.g. \"192.0.2.0/28\")"
+            ),
         );
     };
     if network.trunc() != network {
