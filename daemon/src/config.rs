@@ -362,24 +362,25 @@ impl fmt::Display for TimeOfDay {
 }
 
 impl FromStr for TimeOfDay {
-    type Err = ();
+    type Err = ParseValueError;
 
     /// Strictly `HH:MM`, 00:00 to 23:59.
-    fn from_str(s: &str) -> Result<TimeOfDay, ()> {
+    fn from_str(s: &str) -> Result<TimeOfDay, ParseValueError> {
+        let err = || ParseValueError::new("time of day", s, "HH:MM, 00:00-23:59");
         let b = s.as_bytes();
         if b.len() != 5 || b[2] != b':' {
-            return Err(());
+            return Err(err());
         }
-        let two = |i: usize| -> Result<u8, ()> {
+        let two = |i: usize| -> Result<u8, ParseValueError> {
             if b[i].is_ascii_digit() && b[i + 1].is_ascii_digit() {
                 Ok((b[i] - b'0') * 10 + (b[i + 1] - b'0'))
             } else {
-                Err(())
+                Err(err())
             }
         };
         let (hour, minute) = (two(0)?, two(3)?);
         if hour > 23 || minute > 59 {
-            return Err(());
+            return Err(err());
         }
         Ok(TimeOfDay { hour, minute })
     }
@@ -643,21 +644,28 @@ impl fmt::Display for SyslogTarget {
 }
 
 impl FromStr for SyslogTarget {
-    type Err = ();
+    type Err = ParseValueError;
 
-    fn from_str(s: &str) -> Result<SyslogTarget, ()> {
+    fn from_str(s: &str) -> Result<SyslogTarget, ParseValueError> {
+        let err = || {
+            ParseValueError::new(
+                "syslog target",
+                s,
+                "udp://ADDRESS:PORT, tcp://ADDRESS:PORT or unix:///PATH",
+            )
+        };
         if let Some(addr) = s.strip_prefix("udp://") {
-            addr.parse().map(SyslogTarget::Udp).map_err(drop)
+            addr.parse().map(SyslogTarget::Udp).map_err(|_| err())
         } else if let Some(addr) = s.strip_prefix("tcp://") {
-            addr.parse().map(SyslogTarget::Tcp).map_err(drop)
+            addr.parse().map(SyslogTarget::Tcp).map_err(|_| err())
         } else if let Some(path) = s.strip_prefix("unix://") {
             if path.starts_with('/') {
                 Ok(SyslogTarget::Unix(PathBuf::from(path)))
             } else {
-                Err(())
+                Err(err())
             }
         } else {
-            Err(())
+            Err(err())
         }
     }
 }
@@ -699,22 +707,48 @@ impl fmt::Display for Retention {
 }
 
 impl FromStr for Retention {
-    type Err = ();
+    type Err = ParseValueError;
 
-    fn from_str(s: &str) -> Result<Retention, ()> {
+    fn from_str(s: &str) -> Result<Retention, ParseValueError> {
+        let err = || {
+            ParseValueError::new(
+                "retention",
+                s,
+                "a number of years or days greater than 0, e.g. \"7y\" or \"90d\"",
+            )
+        };
         let (number, make): (&str, fn(u32) -> Retention) = if let Some(n) = s.strip_suffix('y') {
             (n, Retention::Years)
         } else if let Some(n) = s.strip_suffix('d') {
             (n, Retention::Days)
         } else {
-            return Err(());
+            return Err(err());
         };
         if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(());
+            return Err(err());
         }
         match number.parse::<u32>() {
             Ok(n) if n > 0 => Ok(make(n)),
-            _ => Err(()),
+            _ => Err(err()),
+        }
+    }
+}
+
+/// A value that does not have the expected shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?} (expected {expected})")]
+pub struct ParseValueError {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl ParseValueError {
+    fn new(what: &'static str, value: &str, expected: &'static str) -> ParseValueError {
+        ParseValueError {
+            what,
+            value: value.to_owned(),
+            expected,
         }
     }
 }

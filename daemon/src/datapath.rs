@@ -125,7 +125,7 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .map_err(DatapathError::Load)?;
-        for name in [names::PROG_LAN, names::PROG_WAN] {
+        for name in [names::PROG_LAN, names::PROG_WAN, names::PROG_BASELINE] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or(DatapathError::Missing {
@@ -204,6 +204,14 @@ impl Datapath {
             .program_mut(side.program())
             .and_then(|p| p.try_into().ok())
             .expect("both programs are loaded by Datapath::load")
+    }
+
+    /// The empty baseline program, for benchmarks.
+    pub fn baseline_program(&mut self) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(names::PROG_BASELINE)
+            .and_then(|p| p.try_into().ok())
+            .expect("the baseline program is loaded by Datapath::load")
     }
 
     /// The generation in force (0: none, everything dropped).

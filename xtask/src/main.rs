@@ -1,1 +1,227 @@
-fn main() {}
+//! sekisho's developer commands: what cargo alone cannot do.
+//!
+//! - `setup`: install, idempotently, what a fresh machine lacks (Debian packages, the
+//!   nightly rust-src, bpf-linker built against LLVM 22).
+//! - `test`: setup, formatting and lints, unit tests, then the privileged eBPF and
+//!   network-namespace tests (one at a time: the kernel is shared state).
+//! - `demo`: setup, build, and walk through the daemon enforcing in a namespace topology.
+//! - `bench`: setup, then the datapath benchmark, written to `docs/benchmarks.md`.
+//!
+//! xtask depends on nothing of sekisho's own: building the daemon needs bpf-linker, which
+//! `setup` is what installs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "sekisho developer commands")]
+struct Options {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing sekisho needs (idempotent).
+    Setup,
+    /// Run every test: lints, unit tests, eBPF program tests, network-namespace tests.
+    Test {
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Show sekisho enforcing its policy in a network-namespace topology.
+    Demo {
+        /// Leave the topology and the daemon running to explore.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Measure the per-packet decision cost and write docs/benchmarks.md.
+    Bench,
+}
+
+/// Debian packages the build, the tests and the demo use.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "iproute2",
+    "iputils-ping",
+    "nftables",
+    "prometheus",
+];
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match options.command {
+        Task::Setup => setup(),
+        Task::Test { filter } => {
+            setup()?;
+            test(filter.as_deref())
+        }
+        Task::Demo { keep } => {
+            setup()?;
+            demo(keep)
+        }
+        Task::Bench => {
+            setup()?;
+            bench()
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output();
+            !out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let has_nightly_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+    if !has_nightly_src {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        // The default feature wants LLVM 23; Debian has 22. LLVM_PREFIX keeps the build
+        // away from an older /usr/bin/llvm-config.
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    eprintln!("setup: everything sekisho needs is installed");
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(filter: Option<&str>) -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--all-targets",
+        "-p",
+        "sekisho",
+        "-p",
+        "sekisho-common",
+        "-p",
+        "sekisho-testbed",
+        "-p",
+        "xtask",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The binaries the namespace tests start.
+    run(cargo().args(["build", "-p", "sekisho", "--bins"]))?;
+    let filter: Vec<&str> = filter.into_iter().collect();
+    run(cargo()
+        .args(["test", "-p", "sekisho", "-p", "sekisho-common", "-p", "xtask", "--"])
+        .args(&filter))?;
+    // Privileged tiers: BPF_PROG_TEST_RUN and network namespaces share the kernel.
+    run(cargo()
+        .args(["test", "-p", "sekisho-testbed", "--", "--test-threads=1"])
+        .args(&filter)
+        .env("SEKISHO_BIN_DIR", root_target("debug")))?;
+    Ok(())
+}
+
+fn root_target(profile: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join(profile)
+}
+
+fn demo(keep: bool) -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "-p", "sekisho", "--bins"]))?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "sekisho-testbed",
+        "--bin",
+        "sekisho-demo",
+        "--",
+    ])
+    .env("SEKISHO_BIN_DIR", root_target("release"));
+    if keep {
+        cmd.arg("--keep");
+    }
+    run(&mut cmd)
+}
+
+fn bench() -> anyhow::Result<()> {
+    run(cargo().args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "sekisho-testbed",
+        "--bin",
+        "sekisho-bench",
+        "--",
+        "--out",
+        "docs/benchmarks.md",
+    ]))
+}

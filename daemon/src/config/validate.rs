@@ -682,15 +682,7 @@ fn notify_section(raw: &RawNotify) -> Check<Notify> {
     let syslog = match &raw.syslog {
         Some(target) => match target.get_ref().parse::<SyslogTarget>() {
             Ok(target) => Some(target),
-            Err(()) => {
-                return fail(
-                    target.span(),
-                    format!(
-                        "invalid syslog target {:?} (expected udp://ADDRESS:PORT, tcp://ADDRESS:PORT or unix:///PATH)",
-                        target.get_ref()
-                    ),
-                );
-            }
+            Err(err) => return fail(target.span(), err.to_string()),
         },
         None => None,
     };
@@ -736,15 +728,7 @@ fn history(raw: Option<RawHistory>) -> Check<HistoryConfig> {
     if let Some(retention) = &raw.retention {
         match retention.get_ref().parse::<Retention>() {
             Ok(value) => history.retention = value,
-            Err(()) => {
-                return fail(
-                    retention.span(),
-                    format!(
-                        "invalid retention {:?} (expected a number of years or days greater than 0, e.g. \"7y\" or \"90d\")",
-                        retention.get_ref()
-                    ),
-                );
-            }
+            Err(err) => return fail(retention.span(), err.to_string()),
         }
     }
     if let Some(ipfix) = &raw.ipfix {

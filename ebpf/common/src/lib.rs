@@ -21,6 +21,8 @@ pub const SLOTS: u32 = 2;
 pub mod names {
     pub const PROG_LAN: &str = "sekisho_lan";
     pub const PROG_WAN: &str = "sekisho_wan";
+    /// An empty classifier, the benchmark's baseline; never attached.
+    pub const PROG_BASELINE: &str = "sekisho_baseline";
     pub const STATE: &str = "SEKISHO_STATE";
     pub const SETTINGS: &str = "SEKISHO_SETTINGS";
     pub const ENDPOINTS: &str = "SEKISHO_ENDPOINTS";

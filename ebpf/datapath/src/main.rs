@@ -63,6 +63,13 @@ pub fn sekisho_wan(ctx: TcContext) -> i32 {
     handle(&ctx, false)
 }
 
+/// Never attached: the baseline that `cargo xtask bench` subtracts, so that figures show
+/// the cost of sekisho's decision and not of BPF_PROG_TEST_RUN itself.
+#[classifier]
+pub fn sekisho_baseline(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
