@@ -11,11 +11,13 @@
 //! namespaces it created itself, and is bounded in time; tests that use it share the
 //! kernel, so run them with `--test-threads=1`.
 
+pub mod daemon;
 pub mod netns;
 pub mod plan;
 mod topology;
 mod traffic;
 
+pub use daemon::Sekishod;
 pub use netns::{in_netns, try_in_netns};
 pub use topology::{Host, Kept, Segment, Topology};
 pub use traffic::{
