@@ -37,6 +37,9 @@ enum Task {
         /// Leave the topology and the daemon running to explore.
         #[arg(long)]
         keep: bool,
+        /// Stop a demo left running by --keep and remove its namespaces.
+        #[arg(long, conflicts_with = "keep")]
+        cleanup: bool,
     },
     /// Measure the per-packet decision cost and write docs/benchmarks.md.
     Bench,
@@ -62,9 +65,9 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             test(filter.as_deref())
         }
-        Task::Demo { keep } => {
+        Task::Demo { keep, cleanup } => {
             setup()?;
-            demo(keep)
+            demo(keep, cleanup)
         }
         Task::Bench => {
             setup()?;
@@ -191,7 +194,7 @@ fn root_target(profile: &str) -> PathBuf {
     target.join(profile)
 }
 
-fn demo(keep: bool) -> anyhow::Result<()> {
+fn demo(keep: bool, cleanup: bool) -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "-p", "sekisho", "--bins"]))?;
     let mut cmd = cargo();
     cmd.args([
@@ -207,6 +210,9 @@ fn demo(keep: bool) -> anyhow::Result<()> {
     .env("SEKISHO_BIN_DIR", root_target("release"));
     if keep {
         cmd.arg("--keep");
+    }
+    if cleanup {
+        cmd.arg("--cleanup");
     }
     run(&mut cmd)
 }
