@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -42,7 +43,7 @@ mod tests;
 mod validate;
 
 /// A validated configuration, with every reference resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// The file it was read from (`<inline>` or whatever the caller named for `parse_str`).
     pub source: PathBuf,
@@ -63,7 +64,74 @@ pub struct Config {
     pub recipients: Vec<Recipient>,
     pub notify: Option<Notify>,
     pub history: HistoryConfig,
+    /// Name and role lookups over `assets`, built once by validation.
+    index: AssetIndex,
 }
+
+impl fmt::Debug for Config {
+    /// As `#[derive(Debug)]` would print it, without the lookup index.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("source", &self.source)
+            .field("text", &self.text)
+            .field("daemon", &self.daemon)
+            .field("interfaces", &self.interfaces)
+            .field("assets", &self.assets)
+            .field("peers", &self.peers)
+            .field("rules", &self.rules)
+            .field("hours", &self.hours)
+            .field("triggers", &self.triggers)
+            .field("recipients", &self.recipients)
+            .field("notify", &self.notify)
+            .field("history", &self.history)
+            .finish()
+    }
+}
+
+/// Asset lookups by name and by role, so that resolving a name costs O(1) instead of a
+/// scan of every asset.
+///
+/// `Config::assets` is a public field, so the index may outlive the list it was built
+/// for: the accessors use it only while `assets` still has the length it was built with,
+/// check that what it points at has the name or role asked for, and otherwise scan.
+#[derive(Clone, Default)]
+struct AssetIndex {
+    /// Asset name → position in `assets`.
+    by_name: HashMap<String, usize>,
+    /// Role → positions in `assets` of the assets that have it, in file order.
+    by_role: HashMap<String, Vec<usize>>,
+    /// `assets.len()` when the index was built.
+    len: usize,
+}
+
+impl AssetIndex {
+    fn new(assets: &[Asset]) -> AssetIndex {
+        let mut index = AssetIndex {
+            by_name: HashMap::with_capacity(assets.len()),
+            by_role: HashMap::new(),
+            len: assets.len(),
+        };
+        for (i, asset) in assets.iter().enumerate() {
+            index.by_name.entry(asset.name.clone()).or_insert(i);
+            index.by_role.entry(asset.role.clone()).or_default().push(i);
+        }
+        index
+    }
+
+    /// Whether the index was built for a list of `assets`' length.
+    fn fits(&self, assets: &[Asset]) -> bool {
+        self.len == assets.len()
+    }
+}
+
+/// Derived from `Config::assets`, which [`Config`]'s equality already compares.
+impl PartialEq for AssetIndex {
+    fn eq(&self, _: &AssetIndex) -> bool {
+        true
+    }
+}
+
+impl Eq for AssetIndex {}
 
 /// `[daemon]`; every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +142,9 @@ pub struct DaemonConfig {
     pub control_socket: PathBuf,
     /// Default [`paths::METRICS_LISTEN`].
     pub metrics_listen: SocketAddr,
+    /// Where programs, links and maps are pinned; must be under /sys/fs/bpf. Default
+    /// [`paths::BPF_PIN_DIR`].
+    pub pin_dir: PathBuf,
     /// Default [`Mode::Enforce`].
     pub mode: Mode,
 }
@@ -86,6 +157,7 @@ impl Default for DaemonConfig {
             metrics_listen: paths::METRICS_LISTEN
                 .parse()
                 .expect("paths::METRICS_LISTEN is a valid socket address"),
+            pin_dir: PathBuf::from(paths::BPF_PIN_DIR),
             mode: Mode::Enforce,
         }
     }
@@ -830,11 +902,28 @@ impl Config {
 
     /// The assets whose role is `role`, in file order.
     pub fn assets_of_role<'a>(&'a self, role: &str) -> impl Iterator<Item = &'a Asset> + use<'a> {
+        let (indexed, scanned): (&[usize], &[Asset]) = if self.index.fits(&self.assets) {
+            let indexed = self.index.by_role.get(role).map_or(&[][..], Vec::as_slice);
+            (indexed, &[])
+        } else {
+            (&[], &self.assets)
+        };
         let role = role.to_owned();
-        self.assets.iter().filter(move |asset| asset.role == role)
+        indexed
+            .iter()
+            .filter_map(|&i| self.assets.get(i))
+            .chain(scanned)
+            .filter(move |asset| asset.role == role)
     }
 
     pub fn asset(&self, name: &str) -> Option<&Asset> {
+        if self.index.fits(&self.assets) {
+            match self.index.by_name.get(name).map(|&i| self.assets.get(i)) {
+                None => return None,
+                Some(Some(asset)) if asset.name == name => return Some(asset),
+                Some(_) => {}
+            }
+        }
         self.assets.iter().find(|asset| asset.name == name)
     }
 

@@ -26,16 +26,44 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    /// Re-read the configuration file and apply it atomically.
-    Reload,
+    /// Re-read the configuration file and apply it atomically; with `confirm_within`
+    /// (seconds), roll back unless [`Request::Confirm`] follows in time.
+    Reload {
+        #[serde(default)]
+        confirm_within: Option<u64>,
+    },
+    /// Keep the reload that waits for confirmation.
+    Confirm,
+    /// Which flows `text` would allow or deny that the running policy does not.
+    PolicyDiff {
+        text: String,
+        source: PathBuf,
+    },
+    /// The archived policy generation in force at an RFC 3339 instant.
+    PolicyAt {
+        at: String,
+    },
+    /// Every archived generation, without content.
+    PolicyList,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Box<StatusReport>),
-    Reloaded { generation: u32 },
-    Error { message: String },
+    Reloaded {
+        generation: u32,
+        confirm_within: Option<u64>,
+    },
+    Confirmed {
+        generation: u32,
+    },
+    PolicyDiff(Box<crate::diff::PolicyDiff>),
+    Policy(Option<Box<crate::archive::Entry>>),
+    PolicyList(Vec<crate::archive::EntrySummary>),
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,11 +74,32 @@ pub struct StatusReport {
     pub mode: String,
     pub generation: u32,
     pub interfaces: Vec<InterfaceStatus>,
+    /// Whether the nftables table `inet sekisho` is present.
+    pub nftables: bool,
+    pub pin_dir: PathBuf,
     pub assets: usize,
     pub roles: usize,
     pub peers: usize,
     pub rules: usize,
     pub counters: Counters,
+    pub drift: DriftReport,
+    /// A reload waiting for confirmation.
+    pub pending: Option<PendingReport>,
+    /// Set when the configuration file is not what runs (it was bad at start-up).
+    pub degraded: Option<String>,
+}
+
+/// How often each layer was found changed behind sekisho's back and put back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftReport {
+    pub ebpf: u64,
+    pub nftables: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReport {
+    pub generation: u32,
+    pub seconds_left: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +131,9 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot reach sekishod at {path} (is it running? --socket or SEKISHO_SOCKET name another socket)")]
+    #[error(
+        "cannot reach sekishod at {path} (is it running? --socket or SEKISHO_SOCKET name another socket)"
+    )]
     Connect {
         path: PathBuf,
         #[source]
@@ -143,8 +194,8 @@ pub async fn read_request(stream: &mut UnixStream) -> Result<(Request, Peer), St
     if line.len() as u64 > MAX_REQUEST {
         return Err(format!("request larger than {MAX_REQUEST} bytes"));
     }
-    let request = serde_json::from_str(line.trim_end())
-        .map_err(|e| format!("malformed request: {e}"))?;
+    let request =
+        serde_json::from_str(line.trim_end()).map_err(|e| format!("malformed request: {e}"))?;
     debug!(?request, uid = peer.uid, pid = peer.pid, "control request");
     Ok((request, peer))
 }
@@ -191,7 +242,12 @@ mod tests {
             r#"{"command":"status"}"#
         );
         let r: Request = serde_json::from_str(r#"{"command":"reload"}"#).unwrap();
-        assert_eq!(r, Request::Reload);
+        assert_eq!(
+            r,
+            Request::Reload {
+                confirm_within: None
+            }
+        );
         assert!(serde_json::from_str::<Request>(r#"{"command":"open_everything"}"#).is_err());
     }
 
@@ -222,7 +278,12 @@ mod tests {
         .await
         .unwrap();
         let answers = server.await.unwrap();
-        assert!(answers[0].as_ref().unwrap_err().contains("malformed request"));
+        assert!(
+            answers[0]
+                .as_ref()
+                .unwrap_err()
+                .contains("malformed request")
+        );
         assert!(answers[1].as_ref().unwrap_err().contains("larger than"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -2,6 +2,13 @@
 //! interfaces (TCX where the kernel has it, clsact otherwise), writes compiled policies
 //! into the kernel's tables and reads the counters back.
 //!
+//! With a pin directory (the daemon always has one), maps, programs and TCX links are
+//! pinned there, so the policy stays enforced when the daemon exits or dies: the kernel
+//! keeps a pinned link, and with it the program and its maps, until the pin is removed
+//! (`sekishod --uninstall`). A new daemon reuses the pinned maps (after checking their
+//! layout version) and swaps its freshly loaded program into each pinned link with one
+//! `bpf_link_update`, so there is never a moment without a program on an interface.
+//!
 //! Policy writes follow the slot protocol of `sekisho_common::SLOTS`: the slot not in
 //! force is cleared and filled, then the generation is bumped in one 4-byte store, so a
 //! packet sees either the whole old policy or the whole new one. The old slot is left
@@ -9,18 +16,24 @@
 //! it).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, TcAttachType, tc},
+    pin::PinError,
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{self, SchedClassifierLink, TcAttachOptions},
+    },
     util::KernelVersion,
 };
 use sekisho_common::{
-    Counter, DIRECTIONS, EndpointKey, REASONS, Reason, RuleKey, RuleValue, SLOTS, Settings, State,
-    VERDICTS, counter_index, names,
+    ABI_VERSION, Counter, DIRECTIONS, EndpointKey, REASONS, Reason, RuleKey, RuleValue, SLOTS,
+    Settings, State, VERDICTS, counter_index, names,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::policy::{CompiledPolicy, endpoint_key_bits};
 
@@ -32,7 +45,10 @@ pub enum DatapathError {
     #[error("cannot load the eBPF object")]
     Load(#[source] aya::EbpfError),
     #[error("the eBPF object has no {what} named {name}")]
-    Missing { what: &'static str, name: &'static str },
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("cannot load program {name} into the kernel")]
     Program {
         name: &'static str,
@@ -45,6 +61,40 @@ pub enum DatapathError {
         interface: String,
         #[source]
         source: ProgramError,
+    },
+    #[error("cannot mount bpffs at {path}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot create the pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot pin {path}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: PinError,
+    },
+    #[error("cannot reopen the pinned link {path}")]
+    PinnedLink {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error(
+        "the pinned datapath in {path} was written by a sekishod with map layout {found}, this one \
+         uses {expected}; it keeps enforcing the old policy. Stop, run `sekishod --uninstall` \
+         (which opens the segment) and start again"
+    )]
+    Abi {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
     },
     #[error("map {map}: {operation} failed")]
     Map {
@@ -117,14 +167,104 @@ pub struct Datapath {
     counters: PerCpuArray<MapData, Counter>,
     reasons: PerCpuArray<MapData, u64>,
     attached: Vec<(String, Side)>,
+    pin_dir: Option<PathBuf>,
+}
+
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Mounts bpffs at [`BPFFS`] unless it is there already.
+pub fn ensure_bpffs() -> Result<()> {
+    let mounted =
+        nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC);
+    if !mounted {
+        nix::mount::mount(
+            Some("bpf"),
+            BPFFS,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| DatapathError::Mount {
+            path: BPFFS.into(),
+            source,
+        })?;
+        info!(path = BPFFS, "mounted bpffs");
+    }
+    Ok(())
+}
+
+fn link_pin(dir: &Path, interface: &str, side: Side) -> PathBuf {
+    dir.join(format!("link_{}_{interface}", side.as_str()))
+}
+
+fn program_pin(dir: &Path, side: Side) -> PathBuf {
+    dir.join(format!("prog_{}", side.as_str()))
+}
+
+/// Removes everything pinned under `dir` (links first, so the programs come off the
+/// interfaces, then programs and maps). Returns what was removed.
+pub fn unpin_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    entries.sort_by_key(|p| {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        (!name.starts_with("link_"), name)
+    });
+    for path in entries {
+        std::fs::remove_file(&path)?;
+        removed.push(path);
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(removed)
 }
 
 impl Datapath {
-    /// Loads the object and both programs into the kernel; attaches nothing yet.
+    /// Loads the object and the programs into the kernel with fresh, unpinned maps;
+    /// attaches nothing yet. For tests and benchmarks: it all goes when this is dropped.
     pub fn load() -> Result<Datapath> {
-        let mut ebpf = EbpfLoader::new()
-            .load(EBPF_OBJECT)
-            .map_err(DatapathError::Load)?;
+        Self::load_with(None)
+    }
+
+    /// Loads the object reusing (or creating and pinning) the maps under `dir`, and pins
+    /// the programs there. The policy found in pinned maps stays in force until
+    /// [`Datapath::apply`] replaces it.
+    pub fn load_pinned(dir: &Path) -> Result<Datapath> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let dp = Self::load_with(Some(dir))?;
+        let state = dp.state()?;
+        if state.generation != 0 && state.abi != ABI_VERSION {
+            return Err(DatapathError::Abi {
+                path: dir.to_owned(),
+                found: state.abi,
+                expected: ABI_VERSION,
+            });
+        }
+        Ok(dp)
+    }
+
+    fn load_with(pin_dir: Option<&Path>) -> Result<Datapath> {
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&str, PathBuf)> = pin_dir
+            .map(|dir| names::MAPS.iter().map(|m| (*m, dir.join(m))).collect())
+            .unwrap_or_default();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(DatapathError::Load)?;
         for name in [names::PROG_LAN, names::PROG_WAN, names::PROG_BASELINE] {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -136,6 +276,20 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { name, source })?;
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        if let Some(dir) = pin_dir {
+            for side in [Side::Lan, Side::Wan] {
+                let path = program_pin(dir, side);
+                // The previous daemon's program stays alive through its link until the
+                // link is switched over; only the name is reused here.
+                let _ = std::fs::remove_file(&path);
+                let prog: &mut SchedClassifier = ebpf
+                    .program_mut(side.program())
+                    .and_then(|p| p.try_into().ok())
+                    .expect("loaded above");
+                prog.pin(&path)
+                    .map_err(|source| DatapathError::Pin { path, source })?;
+            }
         }
         fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map> {
             ebpf.take_map(name)
@@ -162,10 +316,13 @@ impl Datapath {
             counters,
             reasons,
             attached: Vec::new(),
+            pin_dir: pin_dir.map(Path::to_owned),
         })
     }
 
-    /// Attaches the classifier of `side` at ingress of `interface`.
+    /// Attaches the classifier of `side` at ingress of `interface`. With a pin directory,
+    /// a link pinned by an earlier daemon is taken over in place (its program replaced
+    /// atomically); otherwise a new link is created and pinned.
     pub fn attach(&mut self, interface: &str, side: Side) -> Result<()> {
         let program = side.program();
         let attach_err = |source| DatapathError::Attach {
@@ -178,20 +335,83 @@ impl Datapath {
             // Before TCX the classifier hangs off a clsact qdisc; it may already exist.
             let _ = tc::qdisc_add_clsact(interface);
         }
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(DatapathError::Missing {
-                what: "program",
-                name: program,
-            })?
-            .try_into()
-            .map_err(attach_err)?;
-        prog.attach(interface, TcAttachType::Ingress)
-            .map_err(attach_err)?;
-        info!(interface, side = side.as_str(), "datapath attached");
+        let pin = self
+            .pin_dir
+            .as_deref()
+            .filter(|_| tcx)
+            .map(|d| link_pin(d, interface, side));
+        let prog = self.program(side);
+        let mut adopted = false;
+        if let Some(path) = pin.as_deref().filter(|p| p.exists()) {
+            let old = PinnedLink::from_pin(path).map_err(|source| DatapathError::PinnedLink {
+                path: path.to_owned(),
+                source,
+            })?;
+            let link = SchedClassifierLink::try_from(FdLink::from(old)).map_err(|source| {
+                DatapathError::PinnedLink {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+            match prog.attach_to_link(link) {
+                Ok(_) => adopted = true,
+                Err(e) => warn!(interface, error = %e, "pinned link unusable; attaching anew"),
+            }
+        }
+        if adopted && !self.is_attached(interface, side) {
+            // The link outlived its interface (deleted and recreated): start over.
+            warn!(
+                interface,
+                "pinned link no longer on the interface; attaching anew"
+            );
+            adopted = false;
+        }
+        if !adopted {
+            if let Some(path) = pin.as_deref() {
+                let _ = std::fs::remove_file(path);
+            }
+            let prog = self.program(side);
+            let options = if tcx {
+                TcAttachOptions::TcxOrder(LinkOrder::default())
+            } else {
+                TcAttachOptions::Netlink(tc::NlOptions::default())
+            };
+            let id = prog
+                .attach_with_options(interface, TcAttachType::Ingress, options)
+                .map_err(attach_err)?;
+            if let Some(path) = pin.clone() {
+                let link = prog.take_link(id).map_err(attach_err)?;
+                let fd = FdLink::try_from(link).map_err(|source| DatapathError::PinnedLink {
+                    path: path.clone(),
+                    source,
+                })?;
+                fd.pin(&path).map_err(|source| DatapathError::Pin {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        info!(
+            interface,
+            side = side.as_str(),
+            adopted,
+            pinned = pin.is_some(),
+            "datapath attached"
+        );
+        self.attached
+            .retain(|(i, s)| !(i == interface && *s == side));
         self.attached.push((interface.to_owned(), side));
         Ok(())
+    }
+
+    /// Whether this datapath's program of `side` is attached at ingress of `interface`
+    /// right now (asks the kernel).
+    pub fn is_attached(&mut self, interface: &str, side: Side) -> bool {
+        let Ok(ours) = self.program(side).info().map(|i| i.id()) else {
+            return false;
+        };
+        SchedClassifier::query_tcx(interface, TcAttachType::Ingress)
+            .is_ok_and(|(_, progs)| progs.iter().any(|p| p.id() == ours))
     }
 
     pub fn attached(&self) -> &[(String, Side)] {
@@ -214,19 +434,76 @@ impl Datapath {
             .expect("the baseline program is loaded by Datapath::load")
     }
 
+    fn state(&self) -> Result<State> {
+        self.state.get(&0, 0).map_err(map_err(names::STATE, "read"))
+    }
+
     /// The generation in force (0: none, everything dropped).
     pub fn generation(&self) -> Result<u32> {
-        Ok(self
-            .state
-            .get(&0, 0)
-            .map_err(map_err(names::STATE, "read"))?
-            .generation)
+        Ok(self.state()?.generation)
+    }
+
+    /// Whether the policy in force is exactly `policy` (same mode, endpoints and rules).
+    pub fn in_force(&self, policy: &CompiledPolicy) -> Result<bool> {
+        let generation = self.generation()?;
+        if generation == 0 {
+            return Ok(false);
+        }
+        let slot = (generation % SLOTS) as u8;
+        let mode = self
+            .settings
+            .get(&u32::from(slot), 0)
+            .map_err(map_err(names::SETTINGS, "read"))?
+            .mode;
+        let mut endpoints = Vec::new();
+        for item in self.endpoints.iter() {
+            let (k, v) = item.map_err(map_err(names::ENDPOINTS, "read"))?;
+            if k.data().slot == slot {
+                endpoints.push((k.prefix_len(), k.data().addr, v));
+            }
+        }
+        let mut rules = Vec::new();
+        for item in self.rules.iter() {
+            let (k, v) = item.map_err(map_err(names::RULES, "read"))?;
+            let mut key = k.data();
+            if key.bytes[0] == slot {
+                key.bytes[0] = 0;
+                rules.push((k.prefix_len(), key.bytes, v.rule));
+            }
+        }
+        let mut want_endpoints: Vec<_> = policy
+            .endpoints
+            .iter()
+            .map(|e| (endpoint_key_bits(e.prefix_len), e.addr, e.endpoint))
+            .collect();
+        let mut want_rules: Vec<_> = policy
+            .rules
+            .iter()
+            .map(|r| (r.prefix_len, r.key.bytes, r.rule))
+            .collect();
+        let by_key = |a: &(u32, [u8; 16], sekisho_common::Endpoint)| (a.0, a.1);
+        endpoints.sort_by_key(by_key);
+        want_endpoints.sort_by_key(by_key);
+        rules.sort();
+        want_rules.sort();
+        Ok(mode == policy.mode && endpoints == want_endpoints && rules == want_rules)
     }
 
     /// Writes `policy` into the slot not in force and switches to it. Returns the new
     /// generation.
     pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<u32> {
-        let generation = self.generation()? + 1;
+        self.apply_after(policy, 0)
+    }
+
+    /// [`Datapath::apply`] with a generation above `last_known` too (generations continue
+    /// the archive's numbering after a reboot emptied the kernel).
+    pub fn apply_after(&mut self, policy: &CompiledPolicy, last_known: u32) -> Result<u32> {
+        let current = self.generation()?;
+        let mut generation = current.max(last_known) + 1;
+        if current != 0 && generation % SLOTS == current % SLOTS {
+            // Never write into the slot packets are reading.
+            generation += 1;
+        }
         let slot = (generation % SLOTS) as u8;
         self.clear_slot(slot)?;
         self.settings
@@ -266,13 +543,13 @@ impl Datapath {
                 )
                 .map_err(map_err(names::RULES, "write"))?;
         }
-        // The switch: one aligned 4-byte store of the generation.
+        // The switch: the generation is one aligned 4-byte word of the value.
         self.state
             .set(
                 0,
                 State {
                     generation,
-                    _pad: 0,
+                    abi: ABI_VERSION,
                 },
                 0,
             )

@@ -5,9 +5,12 @@
 //! and attaches the eBPF programs, `control` is the socket between `sekishod` and
 //! `sekishoctl`, `server` is the running daemon.
 
+pub mod archive;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod diff;
+pub mod nft;
 pub mod paths;
 pub mod policy;
 pub mod server;

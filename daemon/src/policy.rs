@@ -81,7 +81,11 @@ pub fn port_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
     let (mut lo, hi) = (u32::from(first), u32::from(last));
     while lo <= hi {
         // The largest aligned block starting at `lo` that does not pass `hi`.
-        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -238,7 +242,12 @@ impl CompiledPolicy {
 
     /// Number of distinct selectors per kind: (assets, roles, peers).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let kind = |k: u32| self.selector_names.keys().filter(|s| *s & 0xf000_0000 == k).count();
+        let kind = |k: u32| {
+            self.selector_names
+                .keys()
+                .filter(|s| *s & 0xf000_0000 == k)
+                .count()
+        };
         (kind(SEL_ASSET), kind(SEL_ROLE), kind(SEL_PEER))
     }
 }
@@ -285,7 +294,11 @@ mod tests {
                 let hits = blocks
                     .iter()
                     .filter(|(v, bits)| {
-                        let m = if *bits == 0 { 0 } else { u32::MAX << (32 - bits) >> 16 };
+                        let m = if *bits == 0 {
+                            0
+                        } else {
+                            u32::MAX << (32 - bits) >> 16
+                        };
                         port & m == u32::from(*v) & m
                     })
                     .count();
@@ -321,8 +334,14 @@ mod tests {
     #[test]
     fn demo_policy_r2_terminals_reach_the_cs_but_not_the_peers() {
         let p = demo();
-        assert!(p.decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 443, true)).is_ok());
-        assert!(p.decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 8050, true)).is_ok());
+        assert!(
+            p.decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 443, true))
+                .is_ok()
+        );
+        assert!(
+            p.decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 8050, true))
+                .is_ok()
+        );
         assert_eq!(
             p.decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 22, true)),
             Err(Reason::NoRule)
@@ -331,14 +350,29 @@ mod tests {
             p.decide(&pkt("192.0.2.21", "203.0.113.10", proto::TCP, 443, true)),
             Err(Reason::NoRule)
         );
-        assert!(p.decide(&pkt("2001:db8:21::15", "2001:db8:10::a", proto::ICMPV6, 0, true)).is_ok());
+        assert!(
+            p.decide(&pkt(
+                "2001:db8:21::15",
+                "2001:db8:10::a",
+                proto::ICMPV6,
+                0,
+                true
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
     fn demo_policy_r1_cs_reaches_only_peers_on_their_ports() {
         let p = demo();
-        assert!(p.decide(&pkt("192.0.2.10", "203.0.113.10", proto::TCP, 443, true)).is_ok());
-        assert!(p.decide(&pkt("192.0.2.10", "203.0.113.20", proto::UDP, 123, true)).is_ok());
+        assert!(
+            p.decide(&pkt("192.0.2.10", "203.0.113.10", proto::TCP, 443, true))
+                .is_ok()
+        );
+        assert!(
+            p.decide(&pkt("192.0.2.10", "203.0.113.20", proto::UDP, 123, true))
+                .is_ok()
+        );
         assert_eq!(
             p.decide(&pkt("192.0.2.10", "203.0.113.20", proto::UDP, 124, true)),
             Err(Reason::NoRule)
@@ -347,9 +381,24 @@ mod tests {
             p.decide(&pkt("192.0.2.10", "203.0.113.100", proto::TCP, 443, true)),
             Err(Reason::UnknownDestination)
         );
-        assert!(p.decide(&pkt("2001:db8:10::a", "2001:db8:ff::a", proto::TCP, 443, true)).is_ok());
+        assert!(
+            p.decide(&pkt(
+                "2001:db8:10::a",
+                "2001:db8:ff::a",
+                proto::TCP,
+                443,
+                true
+            ))
+            .is_ok()
+        );
         assert_eq!(
-            p.decide(&pkt("2001:db8:10::a", "2001:db8:ff::64", proto::TCP, 443, true)),
+            p.decide(&pkt(
+                "2001:db8:10::a",
+                "2001:db8:ff::64",
+                proto::TCP,
+                443,
+                true
+            )),
             Err(Reason::UnknownDestination)
         );
     }
@@ -379,7 +428,10 @@ mod tests {
     #[test]
     fn demo_policy_peer_initiated_flows_need_their_own_rule() {
         let p = demo();
-        assert!(p.decide(&pkt("203.0.113.10", "192.0.2.10", proto::TCP, 8443, false)).is_ok());
+        assert!(
+            p.decide(&pkt("203.0.113.10", "192.0.2.10", proto::TCP, 8443, false))
+                .is_ok()
+        );
         assert_eq!(
             p.decide(&pkt("203.0.113.20", "192.0.2.10", proto::TCP, 8443, false)),
             Err(Reason::NoRule)
@@ -393,7 +445,9 @@ mod tests {
     #[test]
     fn the_first_rule_covering_a_port_is_the_one_recorded() {
         let p = demo();
-        let r = p.decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 443, true)).unwrap();
+        let r = p
+            .decide(&pkt("192.0.2.21", "192.0.2.10", proto::TCP, 443, true))
+            .unwrap();
         assert_eq!(r, 1);
         assert!(p.rule_names[&1].contains("role:terminal → asset:cs01"));
     }

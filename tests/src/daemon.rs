@@ -2,9 +2,9 @@
 //! `sekishoctl` against it.
 //!
 //! Each [`Sekishod`] gets its own state directory and control socket under a fresh
-//! temporary directory (the configuration's `/tmp/sekisho-demo` paths are rewritten), so
-//! runs never share state. Dropping it ends the daemon it started, by PID, and removes
-//! that directory.
+//! temporary directory, and its own pin directory under /sys/fs/bpf (the configuration's
+//! demo paths are rewritten), so runs never share state. Dropping it ends the daemon it
+//! started, by PID, removes what it pinned, and removes that directory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -28,10 +28,25 @@ pub fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
 }
 
-/// The demo configuration's text with its paths moved under `dir`.
+/// The demo configuration's pin directory.
+pub const DEMO_PIN_DIR: &str = "/sys/fs/bpf/sekisho-demo";
+
+/// The demo configuration's text with its files moved under `dir` and its pins under a
+/// directory named after `dir`.
 pub fn demo_config_text(dir: &Path) -> Result<String> {
     let text = std::fs::read_to_string(configs_dir().join("demo.toml"))?;
-    Ok(text.replace("/tmp/sekisho-demo", &dir.display().to_string()))
+    Ok(text
+        .replace("/tmp/sekisho-demo", &dir.display().to_string())
+        .replace(DEMO_PIN_DIR, &pin_dir_for(dir).display().to_string()))
+}
+
+/// The pin directory a scratch directory's daemon uses.
+pub fn pin_dir_for(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    if dir == Path::new("/tmp/sekisho-demo") {
+        return PathBuf::from(DEMO_PIN_DIR);
+    }
+    Path::new("/sys/fs/bpf").join(name.as_ref())
 }
 
 /// A running `sekishod`.
@@ -41,6 +56,7 @@ pub struct Sekishod {
     config: PathBuf,
     socket: PathBuf,
     log: PathBuf,
+    pin_dir: PathBuf,
 }
 
 static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -69,32 +85,62 @@ impl Sekishod {
     pub fn start(topo: &Topology, dir: PathBuf, config: PathBuf) -> Result<Sekishod> {
         let socket = dir.join("control.sock");
         let log = dir.join("sekishod.log");
-        let logfile = std::fs::File::create(&log)?;
-        let child = topo.spawn(
-            Host::Gw,
-            Command::new(bin("sekishod"))
-                .arg("--config")
-                .arg(&config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(logfile.try_clone()?)
-                .stderr(logfile),
-        )?;
         let mut daemon = Sekishod {
-            child: Some(child),
+            child: None,
+            pin_dir: pin_dir_for(&dir),
             dir,
             config,
             socket,
             log,
         };
-        daemon.wait_ready(Duration::from_secs(20))?;
+        daemon.spawn(topo)?;
         Ok(daemon)
+    }
+
+    /// Starts (again) a `sekishod` on the same files, and waits until it answers.
+    pub fn spawn(&mut self, topo: &Topology) -> Result<()> {
+        anyhow::ensure!(self.child.is_none(), "sekishod is still running");
+        let logfile = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = topo.spawn(
+            Host::Gw,
+            Command::new(bin("sekishod"))
+                .arg("--config")
+                .arg(&self.config)
+                .arg("--fallback-state-dir")
+                .arg(self.dir.join("state"))
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(logfile.try_clone()?)
+                .stderr(logfile),
+        )?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20))
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it.
+    pub fn kill9(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("sekishod is not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// The daemon's pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
     }
 
     fn wait_ready(&mut self, limit: Duration) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("sekishod exited with {status}:\n{}", self.log_text());
             }
             if self.ctl(&["status"]).is_ok_and(|o| o.status.success()) {
@@ -102,7 +148,10 @@ impl Sekishod {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("sekishod did not answer within {limit:?}:\n{}", self.log_text())
+        bail!(
+            "sekishod did not answer within {limit:?}:\n{}",
+            self.log_text()
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -181,6 +230,8 @@ impl Drop for Sekishod {
         if self.child.is_some() {
             let _ = self.stop();
         }
+        // What the daemon pinned outlives it by design; a test removes it.
+        let _ = sekisho::datapath::unpin_all(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -37,7 +37,12 @@ fn run(dp: &mut Datapath, side: Side, frame: &[u8]) -> u32 {
             data_out: Some(&mut out),
             ..TestRunOptions::default()
         })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {} bytes {frame:02x?}: {e}", frame.len()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "BPF_PROG_TEST_RUN of {} bytes {frame:02x?}: {e}",
+                frame.len()
+            )
+        });
     result.return_value
 }
 
@@ -84,34 +89,135 @@ fn denied(dp: &mut Datapath, side: Side, frame: Frame, reason: &str) {
 #[test]
 fn r2_terminal_to_cs_allowed_on_its_ports_v4_and_v6() {
     let mut dp = datapath("enforce");
-    allowed(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)), "policy");
-    allowed(&mut dp, Side::Lan, Frame::v4("192.0.2.22", "192.0.2.10", L4::tcp(40000, 8100)), "policy");
-    allowed(&mut dp, Side::Lan, Frame::v6("2001:db8:21::15", "2001:db8:10::a", L4::tcp(40000, 8000)), "policy");
-    allowed(&mut dp, Side::Lan, Frame::v6("2001:db8:21::16", "2001:db8:10::a", L4::echo_request(7)), "policy");
-    denied(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 8101)), "no_rule");
-    denied(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "192.0.2.10", L4::udp(40000, 443)), "no_rule");
-    denied(&mut dp, Side::Lan, Frame::v6("2001:db8:21::15", "2001:db8:10::a", L4::tcp(40000, 22)), "no_rule");
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)),
+        "policy",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.22", "192.0.2.10", L4::tcp(40000, 8100)),
+        "policy",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v6("2001:db8:21::15", "2001:db8:10::a", L4::tcp(40000, 8000)),
+        "policy",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v6("2001:db8:21::16", "2001:db8:10::a", L4::echo_request(7)),
+        "policy",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 8101)),
+        "no_rule",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "192.0.2.10", L4::udp(40000, 443)),
+        "no_rule",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v6("2001:db8:21::15", "2001:db8:10::a", L4::tcp(40000, 22)),
+        "no_rule",
+    );
 }
 
 #[test]
 fn r2_terminal_to_peers_denied_v4_and_v6() {
     let mut dp = datapath("enforce");
-    denied(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "203.0.113.10", L4::tcp(40000, 443)), "no_rule");
-    denied(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "203.0.113.20", L4::tcp(40000, 443)), "no_rule");
-    denied(&mut dp, Side::Lan, Frame::v6("2001:db8:21::15", "2001:db8:ff::a", L4::tcp(40000, 443)), "no_rule");
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "203.0.113.10", L4::tcp(40000, 443)),
+        "no_rule",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "203.0.113.20", L4::tcp(40000, 443)),
+        "no_rule",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v6("2001:db8:21::15", "2001:db8:ff::a", L4::tcp(40000, 443)),
+        "no_rule",
+    );
 }
 
 #[test]
 fn r1_cs_reaches_peers_only_on_allowed_ports_and_nothing_else() {
     let mut dp = datapath("enforce");
     let cs = |f: Frame| f.mac_src(CS_MAC);
-    allowed(&mut dp, Side::Lan, cs(Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40001, 443))), "policy");
-    allowed(&mut dp, Side::Lan, cs(Frame::v4("192.0.2.10", "203.0.113.20", L4::udp(40001, 123))), "policy");
-    allowed(&mut dp, Side::Lan, cs(Frame::v6("2001:db8:10::a", "2001:db8:ff::14", L4::tcp(40001, 443))), "policy");
-    denied(&mut dp, Side::Lan, cs(Frame::v4("192.0.2.10", "203.0.113.20", L4::tcp(40001, 8000))), "no_rule");
-    denied(&mut dp, Side::Lan, cs(Frame::v4("192.0.2.10", "203.0.113.100", L4::tcp(40001, 443))), "unknown_destination");
-    denied(&mut dp, Side::Lan, cs(Frame::v6("2001:db8:10::a", "2001:db8:ff::64", L4::tcp(40001, 443))), "unknown_destination");
-    denied(&mut dp, Side::Lan, cs(Frame::v4("192.0.2.10", "8.8.8.8", L4::udp(40001, 53))), "unknown_destination");
+    allowed(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40001, 443))),
+        "policy",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v4("192.0.2.10", "203.0.113.20", L4::udp(40001, 123))),
+        "policy",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v6(
+            "2001:db8:10::a",
+            "2001:db8:ff::14",
+            L4::tcp(40001, 443),
+        )),
+        "policy",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v4(
+            "192.0.2.10",
+            "203.0.113.20",
+            L4::tcp(40001, 8000),
+        )),
+        "no_rule",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v4(
+            "192.0.2.10",
+            "203.0.113.100",
+            L4::tcp(40001, 443),
+        )),
+        "unknown_destination",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v6(
+            "2001:db8:10::a",
+            "2001:db8:ff::64",
+            L4::tcp(40001, 443),
+        )),
+        "unknown_destination",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        cs(Frame::v4("192.0.2.10", "8.8.8.8", L4::udp(40001, 53))),
+        "unknown_destination",
+    );
 }
 
 #[test]
@@ -120,37 +226,107 @@ fn replies_of_allowed_flows_pass_and_unsolicited_inbound_is_denied() {
     let out = Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40002, 443)).mac_src(CS_MAC);
     allowed(&mut dp, Side::Lan, out.clone(), "policy");
     allowed(&mut dp, Side::Lan, out, "established");
-    allowed(&mut dp, Side::Wan, Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(443, 40002)), "reply");
+    allowed(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(443, 40002)),
+        "reply",
+    );
     // The same peer on another source port is not a reply of anything.
-    denied(&mut dp, Side::Wan, Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(443, 40003)), "no_rule");
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(443, 40003)),
+        "no_rule",
+    );
     // Unsolicited from the internet.
-    denied(&mut dp, Side::Wan, Frame::v4("203.0.113.100", "192.0.2.10", L4::tcp(443, 40002)), "unknown_source");
-    denied(&mut dp, Side::Wan, Frame::v6("2001:db8:ff::64", "2001:db8:10::a", L4::tcp(443, 40002)), "unknown_source");
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.100", "192.0.2.10", L4::tcp(443, 40002)),
+        "unknown_source",
+    );
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v6("2001:db8:ff::64", "2001:db8:10::a", L4::tcp(443, 40002)),
+        "unknown_source",
+    );
     // ICMP echo: the reply matches the request by identifier.
     let ping = Frame::v6("2001:db8:10::a", "2001:db8:ff::a", L4::echo_request(99)).mac_src(CS_MAC);
     allowed(&mut dp, Side::Lan, ping, "policy");
-    allowed(&mut dp, Side::Wan, Frame::v6("2001:db8:ff::a", "2001:db8:10::a", L4::echo_reply(99)), "reply");
-    denied(&mut dp, Side::Wan, Frame::v6("2001:db8:ff::a", "2001:db8:10::a", L4::echo_reply(98)), "no_rule");
+    allowed(
+        &mut dp,
+        Side::Wan,
+        Frame::v6("2001:db8:ff::a", "2001:db8:10::a", L4::echo_reply(99)),
+        "reply",
+    );
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v6("2001:db8:ff::a", "2001:db8:10::a", L4::echo_reply(98)),
+        "no_rule",
+    );
 }
 
 #[test]
 fn peer_initiated_flow_needs_its_own_rule() {
     let mut dp = datapath("enforce");
-    allowed(&mut dp, Side::Wan, Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(50000, 8443)), "policy");
-    allowed(&mut dp, Side::Lan, Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(8443, 50000)).mac_src(CS_MAC), "reply");
-    denied(&mut dp, Side::Wan, Frame::v4("203.0.113.20", "192.0.2.10", L4::tcp(50000, 8443)), "no_rule");
+    allowed(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(50000, 8443)),
+        "policy",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(8443, 50000)).mac_src(CS_MAC),
+        "reply",
+    );
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.20", "192.0.2.10", L4::tcp(50000, 8443)),
+        "no_rule",
+    );
 }
 
 #[test]
 fn r5_unknown_and_spoofed_sources_denied() {
     let mut dp = datapath("enforce");
-    denied(&mut dp, Side::Lan, Frame::v4("192.0.2.29", "192.0.2.10", L4::tcp(40000, 443)), "unknown_source");
-    denied(&mut dp, Side::Lan, Frame::v6("2001:db8:21::1d", "2001:db8:10::a", L4::tcp(40000, 443)), "unknown_source");
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.29", "192.0.2.10", L4::tcp(40000, 443)),
+        "unknown_source",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v6("2001:db8:21::1d", "2001:db8:10::a", L4::tcp(40000, 443)),
+        "unknown_source",
+    );
     // The CS's address from another MAC.
-    denied(&mut dp, Side::Lan, Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40000, 443)), "spoofed");
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40000, 443)),
+        "spoofed",
+    );
     // A peer's address arriving on the LAN side, an asset's on the WAN side.
-    denied(&mut dp, Side::Lan, Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(40000, 8443)), "spoofed");
-    denied(&mut dp, Side::Wan, Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)), "spoofed");
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(40000, 8443)),
+        "spoofed",
+    );
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)),
+        "spoofed",
+    );
 }
 
 #[test]
@@ -158,7 +334,12 @@ fn no_bypass_l2_vlan_and_ethertypes() {
     let mut dp = datapath("enforce");
     let good = Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443));
     denied(&mut dp, Side::Lan, good.clone().vlan(20), "vlan");
-    denied(&mut dp, Side::Lan, good.clone().ethertype(0x88cc), "ethertype");
+    denied(
+        &mut dp,
+        Side::Lan,
+        good.clone().ethertype(0x88cc),
+        "ethertype",
+    );
     denied(&mut dp, Side::Lan, good.clone().ethertype(0x88a8), "vlan");
     allowed(&mut dp, Side::Lan, good.clone().ethertype(0x0806), "arp");
     // Frames shorter than an Ethernet header, or with a cut IP header, are refused by
@@ -176,8 +357,18 @@ fn no_bypass_ipv4_fragments_options_and_malformed_headers() {
     allowed(&mut dp, Side::Lan, good().ipv4_options(8), "established");
     denied(&mut dp, Side::Lan, good().ihl(4), "malformed");
     denied(&mut dp, Side::Lan, good().version(5), "malformed");
-    denied(&mut dp, Side::Lan, good().ipv4_options(40).truncate(14 + 40), "malformed");
-    denied(&mut dp, Side::Lan, good().truncate(14 + 20 + 10), "malformed"); // TCP cut short
+    denied(
+        &mut dp,
+        Side::Lan,
+        good().ipv4_options(40).truncate(14 + 40),
+        "malformed",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        good().truncate(14 + 20 + 10),
+        "malformed",
+    ); // TCP cut short
     let udp = Frame::v4("192.0.2.10", "203.0.113.20", L4::udp(40000, 123)).mac_src(CS_MAC);
     denied(&mut dp, Side::Lan, udp.truncate(14 + 20 + 6), "malformed");
 }
@@ -196,17 +387,42 @@ fn no_bypass_ipv6_extension_headers() {
     );
     denied(&mut dp, Side::Lan, good().ipv6_ext(&[43]), "ipv6_extension"); // routing
     denied(&mut dp, Side::Lan, good().ipv6_ext(&[44]), "fragment");
-    denied(&mut dp, Side::Lan, good().ipv6_ext(&[60, 60, 60, 60, 60]), "ipv6_extension");
-    denied(&mut dp, Side::Lan, good().ipv6_ext(&[0, 60]).truncate(14 + 40 + 12), "malformed");
-    denied(&mut dp, Side::Lan, good().version(4).ethertype(0x86dd), "malformed");
+    denied(
+        &mut dp,
+        Side::Lan,
+        good().ipv6_ext(&[60, 60, 60, 60, 60]),
+        "ipv6_extension",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        good().ipv6_ext(&[0, 60]).truncate(14 + 40 + 12),
+        "malformed",
+    );
+    denied(
+        &mut dp,
+        Side::Lan,
+        good().version(4).ethertype(0x86dd),
+        "malformed",
+    );
 }
 
 #[test]
 fn no_bypass_unknown_protocols_are_denied() {
     let mut dp = datapath("enforce");
     for proto in [47u8, 50, 132, 255] {
-        denied(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "192.0.2.10", L4::Raw { proto }), "no_rule");
-        denied(&mut dp, Side::Lan, Frame::v6("2001:db8:21::15", "2001:db8:10::a", L4::Raw { proto }), "no_rule");
+        denied(
+            &mut dp,
+            Side::Lan,
+            Frame::v4("192.0.2.21", "192.0.2.10", L4::Raw { proto }),
+            "no_rule",
+        );
+        denied(
+            &mut dp,
+            Side::Lan,
+            Frame::v6("2001:db8:21::15", "2001:db8:10::a", L4::Raw { proto }),
+            "no_rule",
+        );
     }
 }
 
@@ -214,7 +430,16 @@ fn no_bypass_unknown_protocols_are_denied() {
 fn neighbour_discovery_passes_only_with_hop_limit_255() {
     let mut dp = datapath("enforce");
     let ns = |hops| {
-        Frame::v6("fe80::1", "ff02::1:ff00:a", L4::Icmp { ty: 135, code: 0, id: 0 }).hop_limit(hops)
+        Frame::v6(
+            "fe80::1",
+            "ff02::1:ff00:a",
+            L4::Icmp {
+                ty: 135,
+                code: 0,
+                id: 0,
+            },
+        )
+        .hop_limit(hops)
     };
     allowed(&mut dp, Side::Lan, ns(255), "neighbor_discovery");
     denied(&mut dp, Side::Lan, ns(64), "unknown_source");
@@ -223,9 +448,24 @@ fn neighbour_discovery_passes_only_with_hop_limit_255() {
 #[test]
 fn monitor_mode_passes_but_counts_would_be_drops() {
     let mut dp = datapath("monitor");
-    allowed(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "203.0.113.10", L4::tcp(40000, 443)), "no_rule");
-    allowed(&mut dp, Side::Lan, Frame::v4("192.0.2.29", "192.0.2.10", L4::tcp(40000, 443)), "unknown_source");
-    allowed(&mut dp, Side::Lan, Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)), "policy");
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "203.0.113.10", L4::tcp(40000, 443)),
+        "no_rule",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.29", "192.0.2.10", L4::tcp(40000, 443)),
+        "unknown_source",
+    );
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)),
+        "policy",
+    );
     let c = dp.counters().unwrap();
     let from_lan = &c.by_direction[0];
     assert_eq!(from_lan[0].packets, 1, "allowed");
@@ -240,12 +480,19 @@ fn counters_split_by_direction_and_verdict() {
     let f = Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443));
     let len = f.build().len() as u64;
     run(&mut dp, Side::Lan, &f.build());
-    run(&mut dp, Side::Wan, &Frame::v4("203.0.113.100", "192.0.2.10", L4::tcp(1, 2)).build());
+    run(
+        &mut dp,
+        Side::Wan,
+        &Frame::v4("203.0.113.100", "192.0.2.10", L4::tcp(1, 2)).build(),
+    );
     let c = dp.counters().unwrap();
     assert_eq!(c.by_direction[0][0].packets, 1);
     assert_eq!(c.by_direction[0][0].bytes, len);
     assert_eq!(c.by_direction[1][1].packets, 1);
-    assert_eq!(c.by_direction[0][1].packets + c.by_direction[1][0].packets, 0);
+    assert_eq!(
+        c.by_direction[0][1].packets + c.by_direction[1][0].packets,
+        0
+    );
 }
 
 #[test]
@@ -256,9 +503,11 @@ fn a_new_generation_cuts_flows_it_no_longer_allows() {
     allowed(&mut dp, Side::Lan, out.clone(), "policy");
     allowed(&mut dp, Side::Lan, other.clone(), "policy");
     // Same policy without tcp/443 for terminals.
-    let text = demo_config("enforce")
-        .text
-        .replacen("\"tcp/443\", \"tcp/8000-8100\"", "\"tcp/8000-8100\"", 1);
+    let text = demo_config("enforce").text.replacen(
+        "\"tcp/443\", \"tcp/8000-8100\"",
+        "\"tcp/8000-8100\"",
+        1,
+    );
     let cfg = Config::parse_str(&text, std::path::Path::new("demo-edited.toml")).unwrap();
     assert_eq!(dp.apply(&CompiledPolicy::compile(&cfg)).unwrap(), 2);
     denied(&mut dp, Side::Lan, out.clone(), "no_rule");

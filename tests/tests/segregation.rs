@@ -122,7 +122,10 @@ fn r5_an_unlisted_host_on_the_lan_is_denied() {
         assert!(!ping(&topo, Host::Rogue, Host::Cs.addr(v6), DENY));
     }
     let c = counters(&daemon);
-    assert!(c["by_reason"]["unknown_source"].as_u64().unwrap() > 0, "{c}");
+    assert!(
+        c["by_reason"]["unknown_source"].as_u64().unwrap() > 0,
+        "{c}"
+    );
 }
 
 #[test]
@@ -131,9 +134,13 @@ fn a_host_using_the_cs_address_with_another_mac_is_denied() {
     let _pref = servers(&topo, Host::Pref, &[443]);
     allowed(&topo, Host::Cs, addr(Host::Pref, false, 443));
     // Same address, another card: the register binds cs01 to its MAC.
-    topo.exec_ok(Host::Cs, &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:ee"])
+    topo.exec_ok(
+        Host::Cs,
+        &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:ee"],
+    )
+    .unwrap();
+    topo.exec_ok(Host::Cs, &["ip", "neigh", "flush", "all"])
         .unwrap();
-    topo.exec_ok(Host::Cs, &["ip", "neigh", "flush", "all"]).unwrap();
     denied(&topo, Host::Cs, addr(Host::Pref, false, 443));
 }
 
@@ -168,14 +175,34 @@ fn status_reports_mode_interfaces_generation_policy_and_counters() {
     let ifs = s["interfaces"].as_array().unwrap();
     assert_eq!(ifs.len(), 3);
     assert!(ifs.iter().all(|i| i["attached"] == true), "{s}");
-    assert!(s["counters"]["by_direction"][0][0]["packets"].as_u64().unwrap() > 0);
-    assert!(s["counters"]["by_reason"]["unknown_destination"].as_u64().unwrap() > 0);
+    assert!(
+        s["counters"]["by_direction"][0][0]["packets"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        s["counters"]["by_reason"]["unknown_destination"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     // The table form carries the same facts for people.
     let out = daemon.ctl(&["status"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for needle in ["enforce", "lan-cs", "lan-term", "wan0", "attached", "unknown_destination"] {
-        assert!(text.contains(needle), "status table lacks {needle}:\n{text}");
+    for needle in [
+        "enforce",
+        "lan-cs",
+        "lan-term",
+        "wan0",
+        "attached",
+        "unknown_destination",
+    ] {
+        assert!(
+            text.contains(needle),
+            "status table lacks {needle}:\n{text}"
+        );
     }
     // SEKISHO_SOCKET names the socket as well as --socket does.
     let out = std::process::Command::new(sekisho_testbed::daemon::bin("sekishoctl"))
@@ -183,7 +210,11 @@ fn status_reports_mode_interfaces_generation_policy_and_counters() {
         .env("SEKISHO_SOCKET", daemon.socket())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -198,11 +229,18 @@ fn a_bad_reload_changes_nothing_and_a_good_one_bumps_the_generation() {
     let (topo, daemon) = setup("enforce");
     let _pref = servers(&topo, Host::Pref, &[443]);
     let good = std::fs::read_to_string(daemon.config_path()).unwrap();
-    std::fs::write(daemon.config_path(), good.replace("\"tcp/443\"", "\"tcp/4430000\"")).unwrap();
+    std::fs::write(
+        daemon.config_path(),
+        good.replace("\"tcp/443\"", "\"tcp/4430000\""),
+    )
+    .unwrap();
     let out = daemon.ctl(&["reload"]).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sekisho.toml:") && err.contains("out of range"), "{err}");
+    assert!(
+        err.contains("sekisho.toml:") && err.contains("out of range"),
+        "{err}"
+    );
     assert_eq!(daemon.ctl_json(&["status"]).unwrap()["generation"], 1);
     allowed(&topo, Host::Cs, addr(Host::Pref, false, 443));
     std::fs::write(daemon.config_path(), &good).unwrap();
@@ -218,8 +256,13 @@ fn a_bad_configuration_stops_sekishod_before_it_attaches_anything() {
     let config = dir.join("bad.toml");
     let text = sekisho_testbed::daemon::demo_config_text(&dir).unwrap();
     std::fs::write(&config, text.replace("peer:jlis", "peer:jlls")).unwrap();
-    let err = Sekishod::start(&topo, dir.clone(), config).err().expect("must fail");
+    let err = Sekishod::start(&topo, dir.clone(), config)
+        .err()
+        .expect("must fail");
     let msg = format!("{err:#}");
-    assert!(msg.contains("bad.toml:") && msg.contains("unknown peer \"jlls\""), "{msg}");
+    assert!(
+        msg.contains("bad.toml:") && msg.contains("unknown peer \"jlls\""),
+        "{msg}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

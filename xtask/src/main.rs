@@ -122,7 +122,9 @@ fn setup() -> anyhow::Result<()> {
     let has_nightly_src = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
+        });
     if !has_nightly_src {
         run(Command::new("rustup").args([
             "toolchain",
@@ -177,7 +179,16 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     run(cargo().args(["build", "-p", "sekisho", "--bins"]))?;
     let filter: Vec<&str> = filter.into_iter().collect();
     run(cargo()
-        .args(["test", "-p", "sekisho", "-p", "sekisho-common", "-p", "xtask", "--"])
+        .args([
+            "test",
+            "-p",
+            "sekisho",
+            "-p",
+            "sekisho-common",
+            "-p",
+            "xtask",
+            "--",
+        ])
         .args(&filter))?;
     // Privileged tiers: BPF_PROG_TEST_RUN and network namespaces share the kernel.
     run(cargo()

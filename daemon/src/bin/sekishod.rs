@@ -9,7 +9,11 @@ use sekisho::{config::Config, control, paths, server};
 use tracing::{error, info};
 
 #[derive(Parser, Debug)]
-#[command(name = "sekishod", version, about = "sekisho daemon: 住基ネット segregation gateway")]
+#[command(
+    name = "sekishod",
+    version,
+    about = "sekisho daemon: 住基ネット segregation gateway"
+)]
 struct Options {
     /// The configuration file.
     #[arg(long, short, default_value = paths::CONFIG_FILE)]
@@ -17,6 +21,14 @@ struct Options {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Where the policy archive is when the configuration file itself is unreadable at
+    /// start-up (the last good policy is then enforced from it).
+    #[arg(long, default_value = paths::STATE_DIR)]
+    fallback_state_dir: PathBuf,
+    /// Remove everything sekisho installed (pinned programs, links, maps, the nftables
+    /// table). The segment is OPEN afterwards. Stopping the service does not do this.
+    #[arg(long)]
+    uninstall: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -29,7 +41,9 @@ fn main() -> ExitCode {
     let options = Options::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match options.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -45,15 +59,21 @@ fn main() -> ExitCode {
 }
 
 fn run(options: Options) -> anyhow::Result<()> {
-    let config = Config::load(&options.config)?;
+    if options.uninstall {
+        let config = Config::load(&options.config)?;
+        print!("{}", server::uninstall(&config)?);
+        return Ok(());
+    }
+    let (config, degraded) = server::startup_config(&options.config, &options.fallback_state_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let socket = config.daemon.control_socket.clone();
-    let daemon = server::Daemon::start(options.config.clone(), config)?;
+    let daemon = server::Daemon::start(options.config.clone(), config, degraded)?;
     runtime.block_on(async move {
         let listener = control::bind(&socket)?;
+        notify_ready();
         info!(
             socket = %socket.display(),
             mode = %daemon.config().daemon.mode,
@@ -61,4 +81,22 @@ fn run(options: Options) -> anyhow::Result<()> {
         );
         server::run(daemon, listener).await
     })
+}
+
+/// Tells systemd (`Type=notify`) that the policy is in force, when started by it.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let target = target.to_string_lossy().into_owned();
+    let addr = match target.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(&target),
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| addr.and_then(|a| s.send_to_addr(b"READY=1", &a)));
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }

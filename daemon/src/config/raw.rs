@@ -37,6 +37,7 @@ pub(super) struct RawDaemon {
     pub state_dir: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
     pub metrics_listen: Option<Spanned<String>>,
+    pub pin_dir: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
 }
 

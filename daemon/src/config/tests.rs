@@ -1107,3 +1107,64 @@ fn every_file_in_configs_parses() {
         }
     }
 }
+
+// ---- scale -----------------------------------------------------------------------
+
+/// `n` assets `a{i}` (role `r{i/100}`, one unique 10.x.y.z address each), peers `p0`..`p9`
+/// with networks 203.0.{p}.0/24, and `n` rules `asset:a{i}` → `peer:p{i%10}`.
+fn large_register(n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::from("[interfaces]\nlan = [\"lan0\"]\nwan = [\"wan0\"]\n\n");
+    for p in 0..10 {
+        writeln!(text, "[peer.p{p}]\nnetworks = [\"203.0.{p}.0/24\"]\n").unwrap();
+    }
+    for i in 0..n {
+        writeln!(
+            text,
+            "[[asset]]\nname = \"a{i}\"\nrole = \"r{}\"\naddresses = [\"10.{}.{}.{}\"]\n",
+            i / 100,
+            i >> 16,
+            (i >> 8) & 0xff,
+            i & 0xff
+        )
+        .unwrap();
+    }
+    for i in 0..n {
+        writeln!(
+            text,
+            "[[allow]]\nfrom = \"asset:a{i}\"\nto = \"peer:p{}\"\nports = [\"tcp/{}\"]\n",
+            i % 10,
+            1000 + i % 60000
+        )
+        .unwrap();
+    }
+    text
+}
+
+/// Not a timing assertion, but with 20,000 assets and 20,000 rules a validator that
+/// scans every asset per rule (or per asset) would take minutes in a debug build.
+#[test]
+fn validates_a_large_register_quickly_enough() {
+    let n = 20_000;
+    let config = parse_ok(&large_register(n));
+    assert_eq!(config.assets.len(), n);
+    assert_eq!(config.peers.len(), 10);
+    assert_eq!(config.rules.len(), n);
+    assert_eq!(config.roles().len(), n / 100);
+    assert_eq!(config.assets_of_role("r42").count(), 100);
+    assert_eq!(
+        config.asset("a12345").map(|a| a.addresses.clone()),
+        Some(vec!["10.0.48.57".parse::<IpAddr>().unwrap()])
+    );
+    let last = &config.rules[n - 1];
+    assert_eq!(last.from, Endpoint::Asset(format!("a{}", n - 1)));
+    assert_eq!(last.to, Endpoint::Peer("p9".into()));
+    assert_eq!(
+        last.ports,
+        [PortSpec::Tcp {
+            first: 20_999,
+            last: 20_999
+        }]
+    );
+    assert_eq!(last.line, config.text.lines().count() - 4);
+}

@@ -5,7 +5,7 @@
 //! failure is returned, located at the span of the value that caused it.
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::net::Ipv4Addr;
 use std::net::Ipv6Addr;
@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::Asset;
+use super::AssetIndex;
 use super::Config;
 use super::ConfigError;
 use super::DaemonConfig;
@@ -67,7 +68,7 @@ impl TryFrom<Parsed<'_>> for Config {
 
     fn try_from(parsed: Parsed<'_>) -> Result<Config, ConfigError> {
         let Parsed { source, text, raw } = parsed;
-        let checker = Checker { text };
+        let checker = Checker::new(text);
         checker.config(raw, source).map_err(|fail| {
             let (line, column) = line_column(text, fail.at);
             ConfigError::Invalid {
@@ -104,11 +105,24 @@ struct AddressSite {
 
 struct Checker<'a> {
     text: &'a str,
+    /// Byte offsets of every `\n` in `text`, ascending.
+    newlines: Vec<usize>,
 }
 
 impl Checker<'_> {
+    fn new(text: &str) -> Checker<'_> {
+        let newlines = text
+            .bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        Checker { text, newlines }
+    }
+
+    /// The line of [`line_column`], found by binary search: rules ask for theirs one by one.
     fn line(&self, span: &Range<usize>) -> usize {
-        line_column(self.text, span.start).0
+        self.newlines.partition_point(|&at| at < span.start) + 1
     }
 
     fn config(&self, raw: RawConfig, source: &Path) -> Check<Config> {
@@ -118,7 +132,8 @@ impl Checker<'_> {
         let (assets, sites) = self.assets(&raw.assets, &hours)?;
         let peers = peers(&raw.peers)?;
         assets_outside_peers(&assets, &sites, &peers)?;
-        let rules = self.rules(&raw.rules, &assets, &peers)?;
+        let index = AssetIndex::new(&assets);
+        let rules = self.rules(&raw.rules, &Names::new(&assets, &index, &peers))?;
         let triggers = triggers(raw.triggers)?;
         let recipients = self.recipients(&raw.recipients)?;
         let notify = match &raw.notify {
@@ -140,6 +155,7 @@ impl Checker<'_> {
             recipients,
             notify,
             history,
+            index,
         })
     }
 
@@ -232,12 +248,7 @@ impl Checker<'_> {
         Ok((assets, sites))
     }
 
-    fn rules(
-        &self,
-        raw: &[Spanned<RawRule>],
-        assets: &[Asset],
-        peers: &[Peer],
-    ) -> Check<Vec<Rule>> {
+    fn rules(&self, raw: &[Spanned<RawRule>], resolve: &Names<'_>) -> Check<Vec<Rule>> {
         let mut rules = Vec::with_capacity(raw.len());
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         for (index, entry) in raw.iter().enumerate() {
@@ -260,8 +271,8 @@ impl Checker<'_> {
                 }
                 None => None,
             };
-            let from = endpoint(&entry.from, number, assets, peers)?;
-            let to = endpoint(&entry.to, number, assets, peers)?;
+            let from = endpoint(&entry.from, number, resolve)?;
+            let to = endpoint(&entry.to, number, resolve)?;
             if entry.ports.get_ref().is_empty() {
                 return fail(
                     entry.ports.span(),
@@ -275,7 +286,7 @@ impl Checker<'_> {
                     Err(err) => return fail(port.span(), format!("rule {number}: {err}")),
                 }
             }
-            can_match(&from, &to, assets, peers).or_else(|message| {
+            can_match(&from, &to, resolve).or_else(|message| {
                 fail(
                     entry.from.span(),
                     format!("rule {number} can never match: {message}"),
@@ -369,6 +380,19 @@ fn daemon(raw: Option<RawDaemon>) -> Check<DaemonConfig> {
     if let Some(listen) = &raw.metrics_listen {
         daemon.metrics_listen =
             socket_address(listen, "invalid metrics_listen", "e.g. \"127.0.0.1:9807\"")?;
+    }
+    if let Some(dir) = &raw.pin_dir {
+        let path = absolute_path("pin_dir", dir)?;
+        if !path.starts_with("/sys/fs/bpf/") || path.components().count() < 5 {
+            return fail(
+                dir.span(),
+                format!(
+                    "pin_dir {:?} must be a directory under /sys/fs/bpf/ (e.g. \"/sys/fs/bpf/sekisho\")",
+                    dir.get_ref()
+                ),
+            );
+        }
+        daemon.pin_dir = path;
     }
     if let Some(mode) = &raw.mode {
         daemon.mode = keyword::<Mode>(mode)?;
@@ -537,42 +561,114 @@ fn peers(raw: &BTreeMap<Spanned<String>, Spanned<RawPeer>>) -> Check<Vec<Peer>> 
             networks,
         });
     }
-    // Report each overlap at whichever of the two networks comes later in the file.
+    // Report each overlap at whichever of the two networks comes later in the file: the
+    // first network in the file that overlaps an earlier one, and of the earlier ones it
+    // overlaps, the first.
     sites.sort_by_key(|(_, span, _)| span.start);
-    for (later, (network, span, owner)) in sites.iter().enumerate() {
-        for (earlier, _, earlier_owner) in &sites[..later] {
-            if !overlaps(network, earlier) {
-                continue;
-            }
-            let name = &peers[*owner].name;
-            let message = if owner != earlier_owner {
-                format!(
-                    "peer {name:?} network {network} overlaps network {earlier} of peer {:?}",
-                    peers[*earlier_owner].name
-                )
-            } else if network == earlier {
-                format!("peer {name:?} lists network {network} twice")
-            } else {
-                format!("peer {name:?} network {network} overlaps its own network {earlier}")
-            };
-            return fail(span.clone(), message);
-        }
+    let networks: Vec<IpNet> = sites.iter().map(|(network, _, _)| *network).collect();
+    let first_overlap = first_overlaps(&networks);
+    let found = first_overlap
+        .iter()
+        .enumerate()
+        .find(|&(later, &earlier)| earlier < later);
+    if let Some((later, &earlier)) = found {
+        let (network, span, owner) = &sites[later];
+        let (earlier, _, earlier_owner) = &sites[earlier];
+        let name = &peers[*owner].name;
+        let message = if owner != earlier_owner {
+            format!(
+                "peer {name:?} network {network} overlaps network {earlier} of peer {:?}",
+                peers[*earlier_owner].name
+            )
+        } else if network == earlier {
+            format!("peer {name:?} lists network {network} twice")
+        } else {
+            format!("peer {name:?} network {network} overlaps its own network {earlier}")
+        };
+        return fail(span.clone(), message);
     }
     Ok(peers)
 }
 
-fn assets_outside_peers(assets: &[Asset], sites: &[AddressSite], peers: &[Peer]) -> Check<()> {
-    for site in sites {
-        for peer in peers {
-            if let Some(network) = peer.networks.iter().find(|n| n.contains(&site.address)) {
-                return fail(
-                    site.span.clone(),
-                    format!(
-                        "asset {:?} address {} is inside network {network} of peer {:?}",
-                        assets[site.asset].name, site.address, peer.name
-                    ),
-                );
+/// For each of `networks`, the lowest position of another network that overlaps it
+/// (`usize::MAX` for none), in O(n log n).
+///
+/// Two CIDR networks overlap exactly when one contains the other, so the networks form
+/// a forest under containment. Sorted by (family, start, prefix length), a network's
+/// ancestors come before it and are on a stack when it is reached, and its descendants
+/// follow it until the stack drops it.
+fn first_overlaps(networks: &[IpNet]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..networks.len()).collect();
+    order.sort_by_key(|&i| (network_key(&networks[i]), i));
+    // Lowest position among the strict ancestors, and among the strict descendants.
+    let mut above = vec![usize::MAX; networks.len()];
+    let mut below = vec![usize::MAX; networks.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    let close = |stack: &mut Vec<usize>, below: &mut [usize]| {
+        if let Some(done) = stack.pop() {
+            if let Some(&parent) = stack.last() {
+                below[parent] = below[parent].min(below[done]).min(done);
             }
+        }
+    };
+    for &next in &order {
+        while let Some(&top) = stack.last() {
+            if overlaps(&networks[top], &networks[next]) {
+                break;
+            }
+            close(&mut stack, &mut below);
+        }
+        if let Some(&parent) = stack.last() {
+            above[next] = above[parent].min(parent);
+        }
+        stack.push(next);
+    }
+    while !stack.is_empty() {
+        close(&mut stack, &mut below);
+    }
+    above
+        .into_iter()
+        .zip(below)
+        .map(|(above, below)| above.min(below))
+        .collect()
+}
+
+/// Orders networks by family, then first address, then prefix length (wider first).
+fn network_key(network: &IpNet) -> (bool, u128, u8) {
+    let (v6, start) = address_key(network.network());
+    (v6, start, network.prefix_len())
+}
+
+/// Orders addresses by family, then value.
+fn address_key(address: IpAddr) -> (bool, u128) {
+    match address {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+/// Peer networks never overlap once [`peers`] has accepted them, so the only one that can
+/// contain an address is the last that starts at or before it.
+fn assets_outside_peers(assets: &[Asset], sites: &[AddressSite], peers: &[Peer]) -> Check<()> {
+    let mut networks: Vec<(&IpNet, &Peer)> = peers
+        .iter()
+        .flat_map(|peer| peer.networks.iter().map(move |network| (network, peer)))
+        .collect();
+    networks.sort_by_key(|(network, _)| network_key(network));
+    for site in sites {
+        let key = address_key(site.address);
+        let after = networks.partition_point(|(network, _)| address_key(network.network()) <= key);
+        let Some(&(network, peer)) = after.checked_sub(1).and_then(|i| networks.get(i)) else {
+            continue;
+        };
+        if network.contains(&site.address) {
+            return fail(
+                site.span.clone(),
+                format!(
+                    "asset {:?} address {} is inside network {network} of peer {:?}",
+                    assets[site.asset].name, site.address, peer.name
+                ),
+            );
         }
     }
     Ok(())
@@ -741,52 +837,151 @@ fn history(raw: Option<RawHistory>) -> Check<HistoryConfig> {
     Ok(history)
 }
 
+/// The address families some addresses or networks cover.
+#[derive(Debug, Clone, Copy, Default)]
+struct Families {
+    v4: bool,
+    v6: bool,
+}
+
+impl Families {
+    fn note(&mut self, is_v4: bool) {
+        if is_v4 {
+            self.v4 = true
+        } else {
+            self.v6 = true
+        }
+    }
+
+    fn of_addresses<'a>(addresses: impl IntoIterator<Item = &'a IpAddr>) -> Families {
+        let mut families = Families::default();
+        addresses
+            .into_iter()
+            .for_each(|a| families.note(a.is_ipv4()));
+        families
+    }
+}
+
+/// What rule endpoints resolve against, each name found without scanning every asset.
+struct Names<'a> {
+    assets: &'a [Asset],
+    index: &'a AssetIndex,
+    /// Sorted by name, as [`Config::peers`].
+    peers: &'a [Peer],
+    peer_by_name: HashMap<&'a str, (&'a Peer, Families)>,
+    /// Per asset, in `assets` order.
+    asset_families: Vec<Families>,
+    /// The families of all the assets of a role together.
+    role_families: HashMap<&'a str, Families>,
+}
+
+impl<'a> Names<'a> {
+    fn new(assets: &'a [Asset], index: &'a AssetIndex, peers: &'a [Peer]) -> Names<'a> {
+        let asset_families: Vec<Families> = assets
+            .iter()
+            .map(|asset| Families::of_addresses(&asset.addresses))
+            .collect();
+        let mut role_families: HashMap<&str, Families> = HashMap::new();
+        for (asset, families) in assets.iter().zip(&asset_families) {
+            let role = role_families.entry(asset.role.as_str()).or_default();
+            role.v4 |= families.v4;
+            role.v6 |= families.v6;
+        }
+        let peer_by_name = peers
+            .iter()
+            .map(|peer| {
+                let mut families = Families::default();
+                peer.networks
+                    .iter()
+                    .for_each(|n| families.note(matches!(n, IpNet::V4(_))));
+                (peer.name.as_str(), (peer, families))
+            })
+            .collect();
+        Names {
+            assets,
+            index,
+            peers,
+            peer_by_name,
+            asset_families,
+            role_families,
+        }
+    }
+
+    fn exists(&self, endpoint: &Endpoint) -> bool {
+        match endpoint {
+            Endpoint::Role(role) => self.index.by_role.contains_key(role.as_str()),
+            Endpoint::Asset(name) => self.index.by_name.contains_key(name.as_str()),
+            Endpoint::Peer(name) => self.peer_by_name.contains_key(name.as_str()),
+        }
+    }
+
+    /// `known roles: …` for the kind of `endpoint`; only built for an error.
+    fn known(&self, endpoint: &Endpoint) -> String {
+        let sorted = |names: Vec<&'a str>| {
+            let mut names = names;
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        match endpoint {
+            Endpoint::Role(_) => known(
+                "roles",
+                sorted(self.assets.iter().map(|a| a.role.as_str()).collect()).into_iter(),
+            ),
+            Endpoint::Asset(_) => known(
+                "assets",
+                sorted(self.assets.iter().map(|a| a.name.as_str()).collect()).into_iter(),
+            ),
+            Endpoint::Peer(_) => known("peers", self.peers.iter().map(|p| p.name.as_str())),
+        }
+    }
+
+    /// The name of the one asset `endpoint` covers, if it covers exactly one.
+    fn single_host<'e>(&self, endpoint: &'e Endpoint) -> Option<&'e str>
+    where
+        'a: 'e,
+    {
+        match endpoint {
+            Endpoint::Role(role) => match self.index.by_role.get(role.as_str())?.as_slice() {
+                [one] => self.assets.get(*one).map(|asset| asset.name.as_str()),
+                _ => None,
+            },
+            Endpoint::Asset(name) => Some(name.as_str()),
+            Endpoint::Peer(_) => None,
+        }
+    }
+
+    fn families(&self, endpoint: &Endpoint) -> Families {
+        let found = match endpoint {
+            Endpoint::Role(role) => self.role_families.get(role.as_str()).copied(),
+            Endpoint::Asset(name) => self
+                .index
+                .by_name
+                .get(name.as_str())
+                .and_then(|&i| self.asset_families.get(i).copied()),
+            Endpoint::Peer(name) => self
+                .peer_by_name
+                .get(name.as_str())
+                .map(|&(_, families)| families),
+        };
+        found.unwrap_or_default()
+    }
+}
+
 /// Parses and resolves one side of rule `number`.
-fn endpoint(
-    written: &Spanned<String>,
-    number: usize,
-    assets: &[Asset],
-    peers: &[Peer],
-) -> Check<Endpoint> {
+fn endpoint(written: &Spanned<String>, number: usize, names: &Names<'_>) -> Check<Endpoint> {
     let endpoint = match written.get_ref().parse::<Endpoint>() {
         Ok(endpoint) => endpoint,
         Err(err) => return fail(written.span(), format!("rule {number}: {err}")),
     };
-    let (exists, known_names) = match &endpoint {
-        Endpoint::Role(role) => (
-            assets.iter().any(|a| &a.role == role),
-            known(
-                "roles",
-                assets
-                    .iter()
-                    .map(|a| a.role.as_str())
-                    .collect::<BTreeSet<_>>()
-                    .into_iter(),
-            ),
-        ),
-        Endpoint::Asset(name) => (
-            assets.iter().any(|a| &a.name == name),
-            known(
-                "assets",
-                assets
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<BTreeSet<_>>()
-                    .into_iter(),
-            ),
-        ),
-        Endpoint::Peer(name) => (
-            peers.iter().any(|p| &p.name == name),
-            known("peers", peers.iter().map(|p| p.name.as_str())),
-        ),
-    };
-    if !exists {
+    if !names.exists(&endpoint) {
         return fail(
             written.span(),
             format!(
-                "unknown {} {:?} in rule {number} ({known_names})",
+                "unknown {} {:?} in rule {number} ({})",
                 endpoint.kind(),
-                endpoint.name()
+                endpoint.name(),
+                names.known(&endpoint)
             ),
         );
     }
@@ -794,80 +989,36 @@ fn endpoint(
 }
 
 /// `Err(reason)` when a rule from `from` to `to` can be proven never to match a packet.
-fn can_match(
-    from: &Endpoint,
-    to: &Endpoint,
-    assets: &[Asset],
-    peers: &[Peer],
-) -> Result<(), String> {
+/// Both endpoints exist.
+fn can_match(from: &Endpoint, to: &Endpoint, names: &Names<'_>) -> Result<(), String> {
     if let (Endpoint::Peer(_), Endpoint::Peer(_)) = (from, to) {
         return Err(format!(
             "{from} → {to} is traffic between two peers, which never crosses the segment"
         ));
     }
-    let (from_hosts, to_hosts) = (endpoint_hosts(from, assets), endpoint_hosts(to, assets));
-    match (from_hosts.as_slice(), to_hosts.as_slice()) {
-        ([one], [other]) if one == other && from == to => {
+    if let (Some(one), Some(other)) = (names.single_host(from), names.single_host(to)) {
+        if one == other && from == to {
             return Err(format!(
                 "from and to are both {from}, which is the single host {one:?}"
             ));
         }
-        ([one], [other]) if one == other => {
+        if one == other {
             return Err(format!(
                 "from {from} and to {to} are the same single host {one:?}"
             ));
         }
-        _ => {}
     }
-    let families = |endpoint: &Endpoint| -> (bool, bool) {
-        let mut v4 = false;
-        let mut v6 = false;
-        let mut note = |is_v4: bool| {
-            if is_v4 { v4 = true } else { v6 = true }
-        };
-        match endpoint {
-            Endpoint::Role(_) | Endpoint::Asset(_) => {
-                for name in endpoint_hosts(endpoint, assets) {
-                    for asset in assets.iter().filter(|a| a.name == name) {
-                        asset.addresses.iter().for_each(|a| note(a.is_ipv4()));
-                    }
-                }
-            }
-            Endpoint::Peer(name) => {
-                for peer in peers.iter().filter(|p| &p.name == name) {
-                    peer.networks
-                        .iter()
-                        .for_each(|n| note(matches!(n, IpNet::V4(_))));
-                }
-            }
-        }
-        (v4, v6)
-    };
-    let (from_v4, from_v6) = families(from);
-    let (to_v4, to_v6) = families(to);
-    let shared = (from_v4 && to_v4) || (from_v6 && to_v6);
+    let (from_families, to_families) = (names.families(from), names.families(to));
+    let shared = (from_families.v4 && to_families.v4) || (from_families.v6 && to_families.v6);
     if !shared {
         let only = |v4: bool| if v4 { "IPv4-only" } else { "IPv6-only" };
         return Err(format!(
             "from {from} is {} and to {to} is {}, so they share no address family",
-            only(from_v4),
-            only(to_v4)
+            only(from_families.v4),
+            only(to_families.v4)
         ));
     }
     Ok(())
-}
-
-/// The names of the assets `endpoint` covers; empty for a peer.
-fn endpoint_hosts<'a>(endpoint: &'a Endpoint, assets: &'a [Asset]) -> Vec<&'a str> {
-    match endpoint {
-        Endpoint::Role(role) => assets
-            .iter()
-            .filter(|a| &a.role == role)
-            .map(|a| a.name.as_str())
-            .collect(),
-        Endpoint::Asset(name) => vec![name.as_str()],
-        Endpoint::Peer(_) => Vec::new(),
-    }
 }
 
 fn check_name(what: &str, name: &Spanned<String>) -> Check<()> {

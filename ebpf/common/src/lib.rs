@@ -30,6 +30,8 @@ pub mod names {
     pub const FLOWS: &str = "SEKISHO_FLOWS";
     pub const COUNTERS: &str = "SEKISHO_COUNTERS";
     pub const REASONS: &str = "SEKISHO_REASONS";
+    /// Every map, in the order they are pinned.
+    pub const MAPS: [&str; 7] = [STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, COUNTERS, REASONS];
 }
 
 /// Capacity of the kernel tables. LPM tries allocate on insert, so their limits cost
@@ -54,13 +56,19 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
     ]
 }
 
+/// Layout version of the maps. Pinned maps outlive the daemon; a daemon adopts them only
+/// when they were written with the layout it knows. Bump on any change to a map's key or
+/// value type, size or meaning.
+pub const ABI_VERSION: u32 = 1;
+
 /// Global state, one entry (index 0) of an array map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// The policy generation in force. 0 means "no policy loaded": everything is dropped.
     pub generation: u32,
-    pub _pad: u32,
+    /// [`ABI_VERSION`] of the daemon that wrote the policy in force.
+    pub abi: u32,
 }
 
 /// Per-slot settings, an array map indexed by slot.

@@ -22,9 +22,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use sekisho_common::{
-    Counter, DIR_FROM_LAN, DIR_FROM_WAN, ENDPOINT_KEY_FIXED_BITS, Endpoint, EndpointKey,
-    FlowKey, FlowValue, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue,
-    SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, capacity,
+    Counter, DIR_FROM_LAN, DIR_FROM_WAN, ENDPOINT_KEY_FIXED_BITS, Endpoint, EndpointKey, FlowKey,
+    FlowValue, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue, SLOTS,
+    Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, capacity,
     counter_index,
     decide::{Packet, PolicyView, decide},
     proto, v4_mapped,
@@ -153,7 +153,11 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
         return Err(Reason::Vlan);
     }
     let linear = ctx.data_end() - ctx.data();
-    let want = if ctx.len() < PULL_LEN { ctx.len() } else { PULL_LEN };
+    let want = if ctx.len() < PULL_LEN {
+        ctx.len()
+    } else {
+        PULL_LEN
+    };
     if (linear as u32) < want {
         // Headers split over fragments of a non-linear skb; make them directly readable.
         let _ = ctx.pull_data(want);

@@ -49,9 +49,7 @@ struct Row {
 /// N assets (one address each, one role per 100), 10 peers, N rules: asset i may reach
 /// peer i % 10 on its own TCP port.
 fn config(n: usize) -> anyhow::Result<Config> {
-    let mut t = String::from(
-        "[interfaces]\nlan = [\"lan0\"]\nwan = [\"wan0\"]\n\n",
-    );
+    let mut t = String::from("[interfaces]\nlan = [\"lan0\"]\nwan = [\"wan0\"]\n\n");
     for p in 0..10 {
         writeln!(t, "[peer.p{p}]\nnetworks = [\"203.0.{p}.0/24\"]\n")?;
     }

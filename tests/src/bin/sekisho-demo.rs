@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use sekisho_testbed::daemon::{bin, configs_dir};
-use sekisho_testbed::{Host, Probe, Sekishod, TcpServer, Topology, UdpServer, ping, tcp_probe, udp_echo};
+use sekisho_testbed::{
+    Host, Probe, Sekishod, TcpServer, Topology, UdpServer, ping, tcp_probe, udp_echo,
+};
 
 const DEMO_DIR: &str = "/tmp/sekisho-demo";
 const WAIT: Duration = Duration::from_millis(700);
@@ -43,6 +45,7 @@ fn cleanup() -> anyhow::Result<()> {
         println!("removed {} namespaces of an earlier demo", removed.len());
     }
     let _ = std::fs::remove_dir_all(DEMO_DIR);
+    let _ = sekisho::datapath::unpin_all(Path::new(sekisho_testbed::daemon::DEMO_PIN_DIR));
     Ok(())
 }
 
@@ -113,10 +116,18 @@ fn run(keep: bool) -> anyhow::Result<()> {
     say("Built on this machine, isolated from its real network:");
     say("");
     say("  CS cs01 192.0.2.10 ─── lan-cs ┐");
-    say("  terminals term-01 .21, term-02 .22 ┐          ├─ gateway (sekishod) ─ wan0 ─┬─ prefecture 203.0.113.10");
-    say("  unlisted host .29 ─────────────────┴ lan-term ┘                             ├─ J-LIS 203.0.113.20");
-    say("                                                                              └─ internet host 203.0.113.100");
-    say("  (each host has an IPv6 address too: 2001:db8:10::a, 2001:db8:21::15, 2001:db8:ff::a, …)");
+    say(
+        "  terminals term-01 .21, term-02 .22 ┐          ├─ gateway (sekishod) ─ wan0 ─┬─ prefecture 203.0.113.10",
+    );
+    say(
+        "  unlisted host .29 ─────────────────┴ lan-term ┘                             ├─ J-LIS 203.0.113.20",
+    );
+    say(
+        "                                                                              └─ internet host 203.0.113.100",
+    );
+    say(
+        "  (each host has an IPv6 address too: 2001:db8:10::a, 2001:db8:21::15, 2001:db8:ff::a, …)",
+    );
 
     let dir = PathBuf::from(DEMO_DIR);
     std::fs::create_dir_all(&dir)?;
@@ -128,7 +139,11 @@ fn run(keep: bool) -> anyhow::Result<()> {
         .args(["config", "check"])
         .arg(&config)
         .output()?;
-    print!("   $ sekishoctl config check {}\n   │ {}", config.display(), String::from_utf8_lossy(&out.stdout));
+    print!(
+        "   $ sekishoctl config check {}\n   │ {}",
+        config.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -136,7 +151,10 @@ fn run(keep: bool) -> anyhow::Result<()> {
     heading("2. Start sekishod on the gateway");
     let daemon = Sekishod::start(&topo, dir.clone(), config.clone())?;
     std::fs::write(dir.join("sekishod.pid"), daemon.pid().to_string())?;
-    say(&format!("sekishod is running (pid {}), policy in force in the kernel.", daemon.pid()));
+    say(&format!(
+        "sekishod is running (pid {}), policy in force in the kernel.",
+        daemon.pid()
+    ));
     show(&daemon, &["status"])?;
 
     // Servers on every host and port the walk-through touches: a dropped attempt then
@@ -156,19 +174,110 @@ fn run(keep: bool) -> anyhow::Result<()> {
 
     heading("3. Walk through allowed and denied traffic");
     let steps = [
-        Step { from: Host::Term1, to: Host::Cs, v6: false, traffic: Traffic::Tcp(443), allow: true, why: "R2: terminals work through the CS" },
-        Step { from: Host::Term2, to: Host::Cs, v6: true, traffic: Traffic::Tcp(443), allow: true, why: "R2, over IPv6" },
-        Step { from: Host::Term1, to: Host::Cs, v6: false, traffic: Traffic::Tcp(22), allow: false, why: "R3: only the ports a rule names" },
-        Step { from: Host::Term1, to: Host::Pref, v6: false, traffic: Traffic::Tcp(443), allow: false, why: "R2: a terminal never reaches the prefecture directly" },
-        Step { from: Host::Cs, to: Host::Pref, v6: false, traffic: Traffic::Tcp(443), allow: true, why: "the CS talks to the prefecture server" },
-        Step { from: Host::Cs, to: Host::Pref, v6: true, traffic: Traffic::Tcp(8080), allow: true, why: "…on its allowed port range 8000-8100, over IPv6" },
-        Step { from: Host::Cs, to: Host::Pref, v6: false, traffic: Traffic::Tcp(22), allow: false, why: "R3: but not on ports no rule names" },
-        Step { from: Host::Cs, to: Host::Jlis, v6: false, traffic: Traffic::Udp(123), allow: true, why: "the CS talks to J-LIS (time, udp/123)" },
-        Step { from: Host::Cs, to: Host::Pref, v6: false, traffic: Traffic::Ping, allow: true, why: "ICMP echo is allowed to the prefecture" },
-        Step { from: Host::Cs, to: Host::Internet, v6: false, traffic: Traffic::Tcp(443), allow: false, why: "R1: the CS never reaches any other network" },
-        Step { from: Host::Cs, to: Host::Internet, v6: true, traffic: Traffic::Ping, allow: false, why: "R1, over IPv6" },
-        Step { from: Host::Internet, to: Host::Cs, v6: false, traffic: Traffic::Tcp(443), allow: false, why: "nothing from outside reaches the CS" },
-        Step { from: Host::Rogue, to: Host::Cs, v6: false, traffic: Traffic::Tcp(443), allow: false, why: "R5: a host not in the asset register is denied" },
+        Step {
+            from: Host::Term1,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: true,
+            why: "R2: terminals work through the CS",
+        },
+        Step {
+            from: Host::Term2,
+            to: Host::Cs,
+            v6: true,
+            traffic: Traffic::Tcp(443),
+            allow: true,
+            why: "R2, over IPv6",
+        },
+        Step {
+            from: Host::Term1,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(22),
+            allow: false,
+            why: "R3: only the ports a rule names",
+        },
+        Step {
+            from: Host::Term1,
+            to: Host::Pref,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: false,
+            why: "R2: a terminal never reaches the prefecture directly",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Pref,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: true,
+            why: "the CS talks to the prefecture server",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Pref,
+            v6: true,
+            traffic: Traffic::Tcp(8080),
+            allow: true,
+            why: "…on its allowed port range 8000-8100, over IPv6",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Pref,
+            v6: false,
+            traffic: Traffic::Tcp(22),
+            allow: false,
+            why: "R3: but not on ports no rule names",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Jlis,
+            v6: false,
+            traffic: Traffic::Udp(123),
+            allow: true,
+            why: "the CS talks to J-LIS (time, udp/123)",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Pref,
+            v6: false,
+            traffic: Traffic::Ping,
+            allow: true,
+            why: "ICMP echo is allowed to the prefecture",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Internet,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: false,
+            why: "R1: the CS never reaches any other network",
+        },
+        Step {
+            from: Host::Cs,
+            to: Host::Internet,
+            v6: true,
+            traffic: Traffic::Ping,
+            allow: false,
+            why: "R1, over IPv6",
+        },
+        Step {
+            from: Host::Internet,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: false,
+            why: "nothing from outside reaches the CS",
+        },
+        Step {
+            from: Host::Rogue,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: false,
+            why: "R5: a host not in the asset register is denied",
+        },
     ];
     let mut failures = 0;
     for s in &steps {
@@ -178,8 +287,17 @@ fn run(keep: bool) -> anyhow::Result<()> {
             Traffic::Ping => "ping".to_owned(),
         };
         let got = attempt(&topo, s);
-        let verdict = if got { "\x1b[32mALLOWED\x1b[0m" } else { "\x1b[31mDENIED \x1b[0m" };
-        let mark = if got == s.allow { "✓" } else { failures += 1; "✗ NOT AS THE POLICY SAYS" };
+        let verdict = if got {
+            "\x1b[32mALLOWED\x1b[0m"
+        } else {
+            "\x1b[31mDENIED \x1b[0m"
+        };
+        let mark = if got == s.allow {
+            "✓"
+        } else {
+            failures += 1;
+            "✗ NOT AS THE POLICY SAYS"
+        };
         println!(
             "   {verdict} {:<17} → {:<18} {:<9} {} {mark}\n           {}",
             label(s.from),
@@ -201,10 +319,22 @@ fn run(keep: bool) -> anyhow::Result<()> {
         let kept = topo.keep();
         let ns = |h: &str| format!("{}{h}", kept.prefix);
         heading("The demo keeps running (--keep)");
-        say(&format!("sekishod pid {} · config {}", daemon.pid(), config.display()));
-        say(&format!("sekishoctl --socket {DEMO_DIR}/control.sock status"));
-        say(&format!("ip netns exec {} ping -c1 192.0.2.10      # a terminal pings the CS", ns("term1")));
-        say(&format!("ip netns exec {} ping -c1 203.0.113.100   # the CS tries the internet", ns("cs")));
+        say(&format!(
+            "sekishod pid {} · config {}",
+            daemon.pid(),
+            config.display()
+        ));
+        say(&format!(
+            "sekishoctl --socket {DEMO_DIR}/control.sock status"
+        ));
+        say(&format!(
+            "ip netns exec {} ping -c1 192.0.2.10      # a terminal pings the CS",
+            ns("term1")
+        ));
+        say(&format!(
+            "ip netns exec {} ping -c1 203.0.113.100   # the CS tries the internet",
+            ns("cs")
+        ));
         say("cargo xtask demo --cleanup                     # stop it and remove everything");
         // The daemon outlives this process on purpose; --cleanup ends it by PID.
         std::mem::forget(daemon);
