@@ -59,8 +59,13 @@ pub enum Response {
         generation: u32,
     },
     PolicyDiff(Box<crate::diff::PolicyDiff>),
-    Policy(Option<Box<crate::archive::Entry>>),
-    PolicyList(Vec<crate::archive::EntrySummary>),
+    // Struct variants: an internally tagged enum cannot carry a bare Option or sequence.
+    Policy {
+        entry: Option<Box<crate::archive::Entry>>,
+    },
+    PolicyList {
+        generations: Vec<crate::archive::EntrySummary>,
+    },
     Error {
         message: String,
     },
@@ -249,6 +254,24 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"open_everything"}"#).is_err());
+    }
+
+    #[test]
+    fn every_response_shape_serialises() {
+        for response in [
+            Response::Policy { entry: None },
+            Response::PolicyList {
+                generations: Vec::new(),
+            },
+            Response::Confirmed { generation: 3 },
+            Response::Error {
+                message: "x".into(),
+            },
+        ] {
+            let text = serde_json::to_string(&response).expect("serialises");
+            let back: Response = serde_json::from_str(&text).expect("parses back");
+            assert_eq!(back, response);
+        }
     }
 
     #[tokio::test]

@@ -327,12 +327,14 @@ impl Daemon {
                 .parse::<jiff::Timestamp>()
                 .map_err(|e| anyhow::anyhow!("invalid time {at:?}: {e} (expected RFC 3339)"))
                 .and_then(|t| Ok(self.archive.at(t)?))
-                .map(|entry| Response::Policy(entry.map(Box::new))),
+                .map(|entry| Response::Policy {
+                    entry: entry.map(Box::new),
+                }),
             Request::PolicyList => self
                 .archive
                 .list()
                 .map_err(Into::into)
-                .map(Response::PolicyList),
+                .map(|generations| Response::PolicyList { generations }),
         };
         result.unwrap_or_else(|e| Response::Error {
             message: format!("{e:#}"),

@@ -18,7 +18,7 @@ use sekisho_testbed::{
     Host, Probe, StreamCheck, TcpServer, Topology, UdpServer, ping, tcp_echo, tcp_probe, udp_echo,
 };
 
-const ALLOW: Duration = Duration::from_secs(1);
+const ALLOW: Duration = Duration::from_secs(2);
 const DENY: Duration = Duration::from_millis(700);
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo.toml");
 

@@ -170,35 +170,37 @@ fn run(options: &Options) -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::At { time },
         } => match call(options, &Request::PolicyAt { at: time.clone() })? {
-            Response::Policy(Some(e)) => emit(options, serde_json::to_value(&e)?, || {
+            Response::Policy { entry: Some(e) } => emit(options, serde_json::to_value(&e)?, || {
                 format!(
                     "generation {} in force since {} (applied by {}: {}; sha256 {})\n\n{}",
                     e.generation, e.applied_at, e.operator, e.reason, e.sha256, e.content
                 )
             }),
-            Response::Policy(None) => anyhow::bail!("no policy was in force at {time}"),
+            Response::Policy { entry: None } => anyhow::bail!("no policy was in force at {time}"),
             other => unexpected(other),
         },
         Command::Policy {
             command: PolicyCommand::Log,
         } => match call(options, &Request::PolicyList)? {
-            Response::PolicyList(list) => emit(options, serde_json::to_value(&list)?, || {
-                let mut out = format!(
-                    "{:<10} {:<32} {:<14} {:<16} REASON",
-                    "GENERATION", "APPLIED", "SHA256", "OPERATOR"
-                );
-                for e in &list {
-                    out.push_str(&format!(
-                        "\n{:<10} {:<32} {:<14} {:<16} {}",
-                        e.generation,
-                        e.applied_at,
-                        &e.sha256[..12.min(e.sha256.len())],
-                        e.operator,
-                        e.reason
-                    ));
-                }
-                out
-            }),
+            Response::PolicyList { generations: list } => {
+                emit(options, serde_json::to_value(&list)?, || {
+                    let mut out = format!(
+                        "{:<10} {:<32} {:<14} {:<16} REASON",
+                        "GENERATION", "APPLIED", "SHA256", "OPERATOR"
+                    );
+                    for e in &list {
+                        out.push_str(&format!(
+                            "\n{:<10} {:<32} {:<14} {:<16} {}",
+                            e.generation,
+                            e.applied_at,
+                            &e.sha256[..12.min(e.sha256.len())],
+                            e.operator,
+                            e.reason
+                        ));
+                    }
+                    out
+                })
+            }
             other => unexpected(other),
         },
     }
