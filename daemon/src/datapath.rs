@@ -172,12 +172,12 @@ pub struct Datapath {
 
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const BPF_FS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::BPF_FS_MAGIC;
 
 /// Mounts bpffs at [`BPFFS`] unless it is there already.
 pub fn ensure_bpffs() -> Result<()> {
     let mounted =
-        nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC);
+        nix::sys::statfs::statfs(BPFFS).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
     if !mounted {
         nix::mount::mount(
             Some("bpf"),
