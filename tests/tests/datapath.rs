@@ -516,3 +516,85 @@ fn a_new_generation_cuts_flows_it_no_longer_allows() {
     let reply = Frame::v4("192.0.2.10", "192.0.2.21", L4::tcp(8000, 40001)).mac_src(CS_MAC);
     allowed(&mut dp, Side::Lan, reply, "reply");
 }
+
+/// Demo policy plus an asset rule, optionally with a spare asset listed first so that
+/// every asset selector number shifts by one.
+fn shifted_policy(shift: bool) -> CompiledPolicy {
+    let mut text = demo_config("enforce").text
+        + "\n[[allow]]\nfrom = \"asset:term-01\"\nto = \"peer:prefecture\"\nports = [\"tcp/9000\"]\n";
+    if shift {
+        let at = text.find("[[asset]]").unwrap();
+        text.insert_str(
+            at,
+            "[[asset]]\nname = \"spare\"\nrole = \"terminal\"\naddresses = [\"192.0.2.23\"]\n\n",
+        );
+    }
+    CompiledPolicy::compile(&Config::parse_str(&text, std::path::Path::new("mix.toml")).unwrap())
+}
+
+#[test]
+fn a_thousand_reloads_under_traffic_never_decide_by_a_mix_of_two_generations() {
+    let dir = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/sekisho-test-mix-{}",
+        std::process::id()
+    ));
+    let _ = sekisho::datapath::unpin_all(&dir);
+    let (a, b) = (shifted_policy(false), shifted_policy(true));
+    let mut dp = Datapath::load_pinned(&dir).unwrap();
+    dp.apply(&a).unwrap();
+    let reader = aya::programs::SchedClassifier::from_pin(dir.join("prog_lan")).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (checked, wrong) = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            // A packet decided by endpoints of one generation and rules of the other
+            // would let term-02 through on term-01's rule, or stop term-01.
+            let (mut checked, mut wrong) = (0u32, 0u32);
+            let mut sport = 1024u16;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                sport = sport.wrapping_add(1).max(1024);
+                for (src, expect) in [("192.0.2.21", TC_ACT_OK), ("192.0.2.22", TC_ACT_SHOT)] {
+                    let f = Frame::v4(src, "203.0.113.10", L4::tcp(sport, 9000)).build();
+                    let got = reader
+                        .test_run(TestRunOptions {
+                            data_in: Some(&f),
+                            ..TestRunOptions::default()
+                        })
+                        .unwrap()
+                        .return_value;
+                    checked += 1;
+                    wrong += u32::from(got != expect);
+                }
+            }
+            (checked, wrong)
+        });
+        for i in 0..1000 {
+            dp.apply(if i % 2 == 0 { &b } else { &a }).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.join().unwrap()
+    });
+    drop(reader);
+    drop(dp);
+    sekisho::datapath::unpin_all(&dir).unwrap();
+    assert!(
+        checked > 1000,
+        "the reader ran during the reloads: {checked}"
+    );
+    assert_eq!(wrong, 0, "{wrong} of {checked} packets misjudged");
+}
+
+#[test]
+fn regression_a_generation_jump_never_writes_the_slot_in_force() {
+    // After a reboot the archive's numbering continues; a jump of two would land on the
+    // slot packets are reading if it were taken as is.
+    let mut dp = datapath("enforce");
+    let policy = CompiledPolicy::compile(&demo_config("enforce"));
+    let g = dp.apply_after(&policy, 2).unwrap();
+    assert_eq!(g, 4, "generation 1 is in slot 1; 3 would reuse it");
+    allowed(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443)),
+        "policy",
+    );
+}

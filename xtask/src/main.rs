@@ -178,24 +178,87 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     // The binaries the namespace tests start.
     run(cargo().args(["build", "-p", "sekisho", "--bins"]))?;
     let filter: Vec<&str> = filter.into_iter().collect();
-    run(cargo()
-        .args([
-            "test",
-            "-p",
-            "sekisho",
-            "-p",
-            "sekisho-common",
-            "-p",
-            "xtask",
-            "--",
-        ])
-        .args(&filter))?;
+    let mut totals = counted(
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "sekisho",
+                "-p",
+                "sekisho-common",
+                "-p",
+                "xtask",
+                "--",
+            ])
+            .args(&filter),
+    )?;
     // Privileged tiers: BPF_PROG_TEST_RUN and network namespaces share the kernel.
-    run(cargo()
-        .args(["test", "-p", "sekisho-testbed", "--", "--test-threads=1"])
-        .args(&filter)
-        .env("SEKISHO_BIN_DIR", root_target("debug")))?;
+    totals += counted(
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "sekisho-testbed",
+                "--tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .args(&filter)
+            .env("SEKISHO_BIN_DIR", root_target("debug")),
+    )?;
+    // One line for the whole run, whichever test binary happened to finish last.
+    println!(
+        "sekisho: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+    }
+}
+
+/// Runs a `cargo test`, passing its output through, and adds up its result lines.
+fn counted(cmd: &mut Command) -> anyhow::Result<Totals> {
+    use std::io::BufRead as _;
+    eprintln!("+ {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let number = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word))
+                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            };
+            totals.passed += number(" passed");
+            totals.failed += number(" failed");
+            totals.ignored += number(" ignored");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(totals)
 }
 
 fn root_target(profile: &str) -> PathBuf {
