@@ -28,10 +28,13 @@ pub mod names {
     pub const ENDPOINTS: &str = "SEKISHO_ENDPOINTS";
     pub const RULES: &str = "SEKISHO_RULES";
     pub const FLOWS: &str = "SEKISHO_FLOWS";
+    pub const FLOWS4: &str = "SEKISHO_FLOWS4";
     pub const COUNTERS: &str = "SEKISHO_COUNTERS";
     pub const REASONS: &str = "SEKISHO_REASONS";
     /// Every map, in the order they are pinned.
-    pub const MAPS: [&str; 7] = [STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, COUNTERS, REASONS];
+    pub const MAPS: [&str; 8] = [
+        STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, FLOWS4, COUNTERS, REASONS,
+    ];
 }
 
 /// Capacity of the kernel tables. LPM tries allocate on insert, so their limits cost
@@ -41,7 +44,7 @@ pub mod capacity {
     pub const ENDPOINTS: u32 = 1 << 20;
     /// Rule prefixes (a port range expands to several), both slots together.
     pub const RULES: u32 = 1 << 22;
-    /// Tracked connections.
+    /// Tracked connections, per address family.
     pub const FLOWS: u32 = 1 << 17;
 }
 
@@ -177,6 +180,33 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    #[inline(always)]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// An IPv4 connection: the same as [`FlowKey`] in 16 bytes instead of 40, because hashing
+/// the key is most of the cost of the path almost every packet takes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey4 {
     #[inline(always)]
     pub const fn reversed(&self) -> Self {
         Self {
@@ -333,6 +363,7 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 20);
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 12);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowKey4>() == 16);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
@@ -347,6 +378,7 @@ mod pod {
     unsafe impl aya::Pod for RuleKey {}
     unsafe impl aya::Pod for RuleValue {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowKey4 {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Counter {}
 }

@@ -23,8 +23,8 @@ use aya_ebpf::{
 };
 use sekisho_common::{
     Counter, DIR_FROM_LAN, DIR_FROM_WAN, ENDPOINT_KEY_FIXED_BITS, Endpoint, EndpointKey, FlowKey,
-    FlowValue, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue, SLOTS,
-    Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, capacity,
+    FlowKey4, FlowValue, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue,
+    SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, capacity,
     counter_index,
     decide::{Packet, PolicyView, decide},
     proto, v4_mapped,
@@ -45,6 +45,9 @@ static RULES: LpmTrie<RuleKey, RuleValue> = LpmTrie::with_max_entries(capacity::
 
 #[map(name = "SEKISHO_FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(capacity::FLOWS, 0);
+
+#[map(name = "SEKISHO_FLOWS4")]
+static FLOWS4: LruHashMap<FlowKey4, FlowValue> = LruHashMap::with_max_entries(capacity::FLOWS, 0);
 
 #[map(name = "SEKISHO_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> =
@@ -179,6 +182,11 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
     if let Some(settings) = SETTINGS.get(u32::from(slot)) {
         *mode = settings.mode;
     }
+    if ethertype == ETH_P_IP {
+        if let Some(reason) = established_v4(ctx, state.generation) {
+            return Ok(reason);
+        }
+    }
 
     let mut pkt = Packet {
         from_lan,
@@ -199,8 +207,52 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
         }
         off
     };
-    parse_l4(ctx, l4_off, &mut pkt)?;
-    track_and_decide(state.generation, slot, &pkt)
+    // Headers without options or extensions put L4 at a constant offset, which direct
+    // packet access reads without a helper call: the path nearly every packet takes.
+    const V4_L4: usize = ETH_HLEN + 20;
+    const V6_L4: usize = ETH_HLEN + IPV6_HLEN;
+    if l4_off == V4_L4 {
+        parse_l4(ctx, V4_L4, &Direct, &mut pkt)?;
+    } else if l4_off == V6_L4 {
+        parse_l4(ctx, V6_L4, &Direct, &mut pkt)?;
+    } else {
+        parse_l4(ctx, l4_off, &Copied, &mut pkt)?;
+    }
+    if ethertype == ETH_P_IP {
+        track_and_decide::<V4>(state.generation, slot, &pkt)
+    } else {
+        track_and_decide::<V6>(state.generation, slot, &pkt)
+    }
+}
+
+/// The path nearly every packet takes: IPv4 without options or fragmentation, TCP or UDP,
+/// a flow already allowed by the generation in force. Reads the few bytes it needs in
+/// place, one bounds check, one hash lookup. `None` sends the packet down the full path,
+/// which checks everything again from the start.
+#[inline(always)]
+fn established_v4(ctx: &TcContext, generation: u32) -> Option<Reason> {
+    // Ethernet + IPv4 without options + a whole TCP header (UDP packets this short
+    // take the full path).
+    let p = ptr_at::<[u8; ETH_HLEN + 20 + 20]>(ctx, 0).ok()?;
+    let b = unsafe { &*p };
+    let proto = b[23];
+    let frag = u16::from_be_bytes([b[20], b[21]]);
+    if b[14] != 0x45 || frag & 0x3fff != 0 || (proto != proto::TCP && proto != proto::UDP) {
+        return None;
+    }
+    if proto == proto::TCP && b[46] >> 4 < 5 {
+        return None;
+    }
+    let key = FlowKey4 {
+        src: [b[26], b[27], b[28], b[29]],
+        dst: [b[30], b[31], b[32], b[33]],
+        sport: u16::from_be_bytes([b[34], b[35]]),
+        dport: u16::from_be_bytes([b[36], b[37]]),
+        proto,
+        _pad: [0; 3],
+    };
+    let flow = FLOWS4.get_ptr_mut(&key)?;
+    (unsafe { (*flow).generation } == generation).then_some(Reason::Established)
 }
 
 /// Fills addresses and protocol; returns the L4 offset.
@@ -265,12 +317,35 @@ fn parse_ipv6(ctx: &TcContext, pkt: &mut Packet) -> Result<(usize, u8), Reason> 
     Err(Reason::Ipv6Extension)
 }
 
+/// How a header is read: directly from packet memory (constant offsets) or copied out by
+/// the kernel (offsets known only at run time).
+trait Fetch {
+    fn fetch<T: Copy>(&self, ctx: &TcContext, offset: usize) -> Result<T, Reason>;
+}
+
+struct Direct;
+struct Copied;
+
+impl Fetch for Direct {
+    #[inline(always)]
+    fn fetch<T: Copy>(&self, ctx: &TcContext, offset: usize) -> Result<T, Reason> {
+        load(ctx, offset)
+    }
+}
+
+impl Fetch for Copied {
+    #[inline(always)]
+    fn fetch<T: Copy>(&self, ctx: &TcContext, offset: usize) -> Result<T, Reason> {
+        load_at(ctx, offset)
+    }
+}
+
 /// Fills the ports (ICMP echo identifier for ICMP).
 #[inline(always)]
-fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
+fn parse_l4<F: Fetch>(ctx: &TcContext, off: usize, f: &F, pkt: &mut Packet) -> Result<(), Reason> {
     match pkt.proto {
         proto::TCP => {
-            let hdr: [u8; 20] = load_at(ctx, off)?;
+            let hdr: [u8; 20] = f.fetch(ctx, off)?;
             if hdr[12] >> 4 < 5 {
                 return Err(Reason::Malformed);
             }
@@ -278,12 +353,12 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), Reason>
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
         }
         proto::UDP => {
-            let hdr: [u8; 8] = load_at(ctx, off)?;
+            let hdr: [u8; 8] = f.fetch(ctx, off)?;
             pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
         }
         proto::ICMP | proto::ICMPV6 => {
-            let hdr: [u8; 8] = load_at(ctx, off)?;
+            let hdr: [u8; 8] = f.fetch(ctx, off)?;
             let id = u16::from_be_bytes([hdr[4], hdr[5]]);
             // Echo request keys the flow by its identifier as source port, the echo
             // reply as destination port, so the reply finds the request reversed.
@@ -324,24 +399,98 @@ impl PolicyView for Maps {
     }
 }
 
+/// A connection-tracking table, one per address family.
+trait FlowTable {
+    type Key;
+    fn key(pkt: &Packet) -> Self::Key;
+    fn reversed(key: &Self::Key) -> Self::Key;
+    fn get(key: &Self::Key) -> Option<*mut FlowValue>;
+    fn insert(key: &Self::Key, value: &FlowValue);
+    fn remove(key: &Self::Key);
+}
+
+struct V4;
+struct V6;
+
+impl FlowTable for V4 {
+    type Key = FlowKey4;
+    #[inline(always)]
+    fn key(pkt: &Packet) -> FlowKey4 {
+        FlowKey4 {
+            src: [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]],
+            dst: [pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]],
+            sport: pkt.sport,
+            dport: pkt.dport,
+            proto: pkt.proto,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn reversed(key: &FlowKey4) -> FlowKey4 {
+        key.reversed()
+    }
+    #[inline(always)]
+    fn get(key: &FlowKey4) -> Option<*mut FlowValue> {
+        FLOWS4.get_ptr_mut(key)
+    }
+    #[inline(always)]
+    fn insert(key: &FlowKey4, value: &FlowValue) {
+        // A full table evicts the least recently used flow; the packet passes either way.
+        let _ = FLOWS4.insert(key, value, 0);
+    }
+    #[inline(always)]
+    fn remove(key: &FlowKey4) {
+        let _ = FLOWS4.remove(key);
+    }
+}
+
+impl FlowTable for V6 {
+    type Key = FlowKey;
+    #[inline(always)]
+    fn key(pkt: &Packet) -> FlowKey {
+        FlowKey {
+            src: pkt.src,
+            dst: pkt.dst,
+            sport: pkt.sport,
+            dport: pkt.dport,
+            proto: pkt.proto,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn reversed(key: &FlowKey) -> FlowKey {
+        key.reversed()
+    }
+    #[inline(always)]
+    fn get(key: &FlowKey) -> Option<*mut FlowValue> {
+        FLOWS.get_ptr_mut(key)
+    }
+    #[inline(always)]
+    fn insert(key: &FlowKey, value: &FlowValue) {
+        let _ = FLOWS.insert(key, value, 0);
+    }
+    #[inline(always)]
+    fn remove(key: &FlowKey) {
+        let _ = FLOWS.remove(key);
+    }
+}
+
 #[inline(always)]
-fn track_and_decide(generation: u32, slot: u8, pkt: &Packet) -> Result<Reason, Reason> {
-    let key = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport: pkt.sport,
-        dport: pkt.dport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
-    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+fn track_and_decide<T: FlowTable>(
+    generation: u32,
+    slot: u8,
+    pkt: &Packet,
+) -> Result<Reason, Reason> {
+    let key = T::key(pkt);
+    if let Some(flow) = T::get(&key) {
         if unsafe { (*flow).generation } == generation {
             return Ok(Reason::Established);
         }
-        return redecide(&key, flow, generation, slot, pkt, true).map(|()| Reason::Established);
+        return redecide::<T>(&key, flow, generation, slot, pkt, true)
+            .map(|()| Reason::Established);
     }
-    let rkey = key.reversed();
-    if let Some(flow) = FLOWS.get_ptr_mut(&rkey) {
+    let rkey = T::reversed(&key);
+    if let Some(flow) = T::get(&rkey) {
         if unsafe { (*flow).generation } == generation {
             return Ok(Reason::Reply);
         }
@@ -354,7 +503,8 @@ fn track_and_decide(generation: u32, slot: u8, pkt: &Packet) -> Result<Reason, R
             src_mac: [0; 6],
             from_lan: unsafe { (*flow).from_lan } != 0,
         };
-        return redecide(&rkey, flow, generation, slot, &original, false).map(|()| Reason::Reply);
+        return redecide::<T>(&rkey, flow, generation, slot, &original, false)
+            .map(|()| Reason::Reply);
     }
     let rule = decide(&Maps, slot, pkt, true)?;
     let value = FlowValue {
@@ -363,16 +513,15 @@ fn track_and_decide(generation: u32, slot: u8, pkt: &Packet) -> Result<Reason, R
         from_lan: u8::from(pkt.from_lan),
         _pad: [0; 7],
     };
-    // A full table evicts the least recently used flow; the packet is allowed either way.
-    let _ = FLOWS.insert(&key, &value, 0);
+    T::insert(&key, &value);
     Ok(Reason::Policy)
 }
 
 /// A flow allowed by an older generation: keep it if the policy in force still allows it,
 /// cut it (and forget it) otherwise.
 #[inline(always)]
-fn redecide(
-    key: &FlowKey,
+fn redecide<T: FlowTable>(
+    key: &T::Key,
     flow: *mut FlowValue,
     generation: u32,
     slot: u8,
@@ -388,7 +537,7 @@ fn redecide(
             Ok(())
         }
         Err(reason) => {
-            let _ = FLOWS.remove(key);
+            T::remove(key);
             Err(reason)
         }
     }
