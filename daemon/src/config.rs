@@ -208,6 +208,9 @@ pub struct Interfaces {
     pub lan: Vec<String>,
     /// 住基ネット side.
     pub wan: Vec<String>,
+    /// Dedicated management ports of the gateway itself (optional): the gateway accepts
+    /// its own input on these, and forwards nothing from them.
+    pub management: Vec<String>,
 }
 
 /// One `[[asset]]`: a host of the 情報資産管理簿.

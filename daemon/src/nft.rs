@@ -532,7 +532,8 @@ enum Source<'a> {
 }
 
 /// The gateway's own input: loopback, replies to its own traffic, IPv6 neighbour
-/// discovery, and the metrics listener when it is reachable from outside.
+/// discovery, the management interfaces, and the metrics listener when it is reachable
+/// from outside.
 fn input_rules(config: &Config) -> Vec<Vec<Statement<'static>>> {
     let mut out = vec![
         vec![equals(meta(MetaKey::Iif), string("lo")), accept()],
@@ -568,6 +569,23 @@ fn input_rules(config: &Config) -> Vec<Vec<Statement<'static>>> {
             accept(),
         ],
     ];
+    if !config.interfaces.management.is_empty() {
+        // The administrators' own port: everything the gateway itself serves.
+        out.push(vec![
+            equals(
+                meta(MetaKey::Iifname),
+                one_or_set(
+                    config
+                        .interfaces
+                        .management
+                        .iter()
+                        .map(|i| string(i.clone()))
+                        .collect(),
+                ),
+            ),
+            accept(),
+        ]);
+    }
     out.extend(metrics_rule(config.daemon.metrics_listen));
     out
 }

@@ -46,6 +46,7 @@ pub(super) struct RawDaemon {
 pub(super) struct RawInterfaces {
     pub lan: SpannedList,
     pub wan: SpannedList,
+    pub management: Option<SpannedList>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1168,3 +1168,22 @@ fn validates_a_large_register_quickly_enough() {
     );
     assert_eq!(last.line, config.text.lines().count() - 4);
 }
+
+#[test]
+fn management_interfaces_are_optional_and_never_on_the_segment() {
+    let config =
+        parse_ok("[interfaces]\nlan = [\"eth1\"]\nwan = [\"eth0\"]\nmanagement = [\"mgmt0\"]\n");
+    assert_eq!(config.interfaces.management, ["mgmt0"]);
+    assert!(
+        parse_ok("[interfaces]\nlan = [\"eth1\"]\nwan = [\"eth0\"]\n")
+            .interfaces
+            .management
+            .is_empty()
+    );
+    assert_invalid(
+        "[interfaces]\nlan = [\"eth1\"]\nwan = [\"eth0\"]\nmanagement = [\"eth1\"]\n",
+        4,
+        15,
+        r#"interface "eth1" is in both interfaces.lan and interfaces.management"#,
+    );
+}

@@ -402,12 +402,18 @@ fn daemon(raw: Option<RawDaemon>) -> Check<DaemonConfig> {
 
 fn interfaces(raw: RawInterfaces) -> Check<Interfaces> {
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
-    let mut lists = Vec::with_capacity(2);
+    let mut lists = Vec::with_capacity(3);
+    let management = raw.management.as_ref();
     for (side, list, meaning) in [
-        ("lan", &raw.lan, "CS / terminal side"),
-        ("wan", &raw.wan, "住基ネット side"),
+        ("lan", Some(&raw.lan), "CS / terminal side"),
+        ("wan", Some(&raw.wan), "住基ネット side"),
+        ("management", management, ""),
     ] {
-        if list.get_ref().is_empty() {
+        let Some(list) = list else {
+            lists.push(Vec::new());
+            continue;
+        };
+        if list.get_ref().is_empty() && side != "management" {
             return fail(
                 list.span(),
                 format!("interfaces.{side} is empty (list at least one {meaning} interface)"),
@@ -446,9 +452,14 @@ fn interfaces(raw: RawInterfaces) -> Check<Interfaces> {
         }
         lists.push(names);
     }
+    let management = lists.pop().unwrap_or_default();
     let wan = lists.pop().unwrap_or_default();
     let lan = lists.pop().unwrap_or_default();
-    Ok(Interfaces { lan, wan })
+    Ok(Interfaces {
+        lan,
+        wan,
+        management,
+    })
 }
 
 fn hours(raw: &BTreeMap<Spanned<String>, Spanned<RawHours>>) -> Check<BTreeMap<String, Hours>> {

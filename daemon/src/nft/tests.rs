@@ -546,3 +546,24 @@ fn errors_name_the_nft_command_and_carry_its_stderr() {
     };
     assert_eq!(err.to_string(), "`nft -j list table inet sekisho` failed");
 }
+
+#[test]
+fn input_accepts_everything_on_management_interfaces_only() {
+    let text = demo_text().replace(
+        "wan = [\"wan0\"]",
+        "wan = [\"wan0\"]\nmanagement = [\"mgmt0\"]",
+    );
+    let managed = config(&text);
+    let with = rules(&managed, "input");
+    let without = rules(&demo(), "input");
+    assert_eq!(with.len(), without.len() + 1);
+    let added: Vec<_> = with.iter().filter(|r| !without.contains(r)).collect();
+    assert_eq!(added.len(), 1);
+    let rule = serde_json::to_string(&added[0].0).unwrap();
+    assert!(
+        rule.contains("iifname") && rule.contains("mgmt0") && rule.contains("accept"),
+        "{rule}"
+    );
+    // Nothing from a management port is forwarded.
+    assert_eq!(rules(&managed, "forward"), rules(&demo(), "forward"));
+}
