@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
     pin::PinError,
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
@@ -30,8 +30,8 @@ use aya::{
     util::KernelVersion,
 };
 use sekisho_common::{
-    ABI_VERSION, Counter, DIRECTIONS, EndpointKey, REASONS, Reason, RuleKey, RuleValue, SLOTS,
-    Settings, State, VERDICTS, counter_index, names,
+    ABI_VERSION, Counter, DIRECTIONS, EndpointKey, IsolationKey, REASONS, Reason, RuleKey,
+    RuleValue, SLOTS, Settings, State, VERDICTS, Violations, counter_index, names,
 };
 use tracing::{info, warn};
 
@@ -166,6 +166,8 @@ pub struct Datapath {
     rules: LpmTrie<MapData, RuleKey, RuleValue>,
     counters: PerCpuArray<MapData, Counter>,
     reasons: PerCpuArray<MapData, u64>,
+    isolated: HashMap<MapData, IsolationKey, u8>,
+    violations: PerCpuHashMap<MapData, [u8; 16], Violations>,
     attached: Vec<(String, Side)>,
     pin_dir: Option<PathBuf>,
 }
@@ -307,6 +309,10 @@ impl Datapath {
             .map_err(map_err(names::COUNTERS, "open"))?;
         let reasons = PerCpuArray::try_from(take(&mut ebpf, names::REASONS)?)
             .map_err(map_err(names::REASONS, "open"))?;
+        let isolated = HashMap::try_from(take(&mut ebpf, names::ISOLATED)?)
+            .map_err(map_err(names::ISOLATED, "open"))?;
+        let violations = PerCpuHashMap::try_from(take(&mut ebpf, names::VIOLATIONS)?)
+            .map_err(map_err(names::VIOLATIONS, "open"))?;
         Ok(Datapath {
             ebpf,
             state,
@@ -315,6 +321,8 @@ impl Datapath {
             rules,
             counters,
             reasons,
+            isolated,
+            violations,
             attached: Vec::new(),
             pin_dir: pin_dir.map(Path::to_owned),
         })
@@ -450,11 +458,17 @@ impl Datapath {
             return Ok(false);
         }
         let slot = (generation % SLOTS) as u8;
-        let mode = self
+        let settings = self
             .settings
             .get(&u32::from(slot), 0)
-            .map_err(map_err(names::SETTINGS, "read"))?
-            .mode;
+            .map_err(map_err(names::SETTINGS, "read"))?;
+        let mut isolated = std::collections::BTreeSet::new();
+        for k in self.isolated.keys() {
+            let k = k.map_err(map_err(names::ISOLATED, "read"))?;
+            if k.slot == slot {
+                isolated.insert(k.selector);
+            }
+        }
         let mut endpoints = Vec::new();
         for item in self.endpoints.iter() {
             let (k, v) = item.map_err(map_err(names::ENDPOINTS, "read"))?;
@@ -486,7 +500,11 @@ impl Datapath {
         want_endpoints.sort_by_key(by_key);
         rules.sort();
         want_rules.sort();
-        Ok(mode == policy.mode && endpoints == want_endpoints && rules == want_rules)
+        Ok(settings.mode == policy.mode
+            && settings.flags == policy.flags
+            && isolated == policy.isolated
+            && endpoints == want_endpoints
+            && rules == want_rules)
     }
 
     /// Writes `policy` into the slot not in force and switches to it. Returns the new
@@ -511,7 +529,7 @@ impl Datapath {
                 u32::from(slot),
                 Settings {
                     mode: policy.mode,
-                    _pad: 0,
+                    flags: policy.flags,
                 },
                 0,
             )
@@ -543,6 +561,16 @@ impl Datapath {
                 )
                 .map_err(map_err(names::RULES, "write"))?;
         }
+        for selector in &policy.isolated {
+            let key = IsolationKey {
+                slot,
+                _pad: [0; 3],
+                selector: *selector,
+            };
+            self.isolated
+                .insert(key, 1, 0)
+                .map_err(map_err(names::ISOLATED, "write"))?;
+        }
         // The switch: the generation is one aligned 4-byte word of the value.
         self.state
             .set(
@@ -566,6 +594,17 @@ impl Datapath {
 
     fn clear_slot(&mut self, slot: u8) -> Result<()> {
         let stale: Vec<_> = self
+            .isolated
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in stale {
+            self.isolated
+                .remove(&k)
+                .map_err(map_err(names::ISOLATED, "clear"))?;
+        }
+        let stale: Vec<_> = self
             .endpoints
             .keys()
             .filter_map(|k| k.ok())
@@ -588,6 +627,22 @@ impl Datapath {
                 .map_err(map_err(names::RULES, "clear"))?;
         }
         Ok(())
+    }
+
+    /// Denied packets per LAN source address since the map was created, summed over CPUs.
+    pub fn violations(&self) -> Result<Vec<(std::net::IpAddr, u64)>> {
+        let mut out = Vec::new();
+        for item in self.violations.iter() {
+            let (addr, per_cpu) = item.map_err(map_err(names::VIOLATIONS, "read"))?;
+            let total = per_cpu.iter().map(|v| v.packets).sum();
+            let v6 = std::net::Ipv6Addr::from(addr);
+            let ip = match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => std::net::IpAddr::V6(v6),
+            };
+            out.push((ip, total));
+        }
+        Ok(out)
     }
 
     /// Counters summed over all CPUs.

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use sekisho_common::{
-    ENDPOINT_KEY_FIXED_BITS, Endpoint, KIND_ASSET, KIND_PEER, MODE_ENFORCE, MODE_MONITOR,
-    RULE_KEY_FULL_BITS, RULE_KEY_PROTO_BITS, RuleKey, SEL_ASSET, SEL_PEER, SEL_ROLE,
-    V4_MAPPED_OFFSET,
+    ENDPOINT_KEY_FIXED_BITS, Endpoint, FLAG_ISOLATE_ALL, FLAG_ISOLATIONS, KIND_ASSET, KIND_PEER,
+    MODE_ENFORCE, MODE_MONITOR, RULE_KEY_FULL_BITS, RULE_KEY_PROTO_BITS, RuleKey, SEL_ASSET,
+    SEL_PEER, SEL_ROLE, V4_MAPPED_OFFSET,
     decide::{Packet, PolicyView},
     proto, v4_mapped,
 };
@@ -41,6 +41,10 @@ pub struct RuleEntry {
 #[derive(Clone, Debug)]
 pub struct CompiledPolicy {
     pub mode: u32,
+    /// `FLAG_ISOLATE_ALL` / `FLAG_ISOLATIONS`.
+    pub flags: u32,
+    /// Selectors cut off.
+    pub isolated: BTreeSet<u32>,
     pub endpoints: Vec<EndpointEntry>,
     pub rules: Vec<RuleEntry>,
     /// Selector number → "asset:NAME" / "role:NAME" / "peer:NAME", for people.
@@ -218,6 +222,8 @@ impl CompiledPolicy {
         };
         CompiledPolicy {
             mode,
+            flags: 0,
+            isolated: BTreeSet::new(),
             rule_prefix_lens: lens(&mut rules.iter().map(|r| r.prefix_len)),
             endpoint_prefix_lens: lens(&mut endpoints.iter().map(|e| e.prefix_len)),
             rule_index: rules
@@ -233,6 +239,32 @@ impl CompiledPolicy {
             selector_names,
             rule_names,
         }
+    }
+
+    /// Cuts off `targets` ("asset:NAME", "role:NAME", "peer:NAME", "all"), replacing any
+    /// earlier isolation of this policy.
+    pub fn set_isolation<'a>(
+        &mut self,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        self.flags = 0;
+        self.isolated.clear();
+        for target in targets {
+            if target == "all" {
+                self.flags |= FLAG_ISOLATE_ALL;
+                continue;
+            }
+            let selector = self
+                .selector_names
+                .iter()
+                .find_map(|(sel, name)| (name == target).then_some(*sel))
+                .ok_or_else(|| format!("{target} is not in the policy in force"))?;
+            self.isolated.insert(selector);
+        }
+        if !self.isolated.is_empty() {
+            self.flags |= FLAG_ISOLATIONS;
+        }
+        Ok(())
     }
 
     /// Decides a first packet as the kernel would, `Ok(rule)` or `Err(reason)`.
@@ -258,6 +290,14 @@ pub const fn endpoint_key_bits(prefix_len: u32) -> u32 {
 }
 
 impl PolicyView for CompiledPolicy {
+    fn flags(&self, _slot: u8) -> u32 {
+        self.flags
+    }
+
+    fn isolated(&self, _slot: u8, selector: u32) -> bool {
+        self.isolated.contains(&selector)
+    }
+
     fn endpoint(&self, _slot: u8, addr: &[u8; 16]) -> Option<Endpoint> {
         self.endpoint_prefix_lens
             .iter()
@@ -440,6 +480,29 @@ mod tests {
             p.decide(&pkt("203.0.113.10", "192.0.2.21", proto::TCP, 8443, false)),
             Err(Reason::NoRule)
         );
+    }
+
+    #[test]
+    fn isolation_cuts_every_flow_of_its_target_and_nothing_else() {
+        let mut p = demo();
+        let cs_to_pref = pkt("192.0.2.10", "203.0.113.10", proto::TCP, 443, true);
+        let term_to_cs = pkt("192.0.2.21", "192.0.2.10", proto::TCP, 443, true);
+        let cs_to_jlis = pkt("192.0.2.10", "203.0.113.20", proto::TCP, 443, true);
+        p.set_isolation(["peer:prefecture"]).unwrap();
+        assert_eq!(p.decide(&cs_to_pref), Err(Reason::Isolated));
+        assert!(p.decide(&term_to_cs).is_ok());
+        assert!(p.decide(&cs_to_jlis).is_ok());
+        p.set_isolation(["asset:cs01"]).unwrap();
+        assert_eq!(p.decide(&cs_to_pref), Err(Reason::Isolated));
+        assert_eq!(p.decide(&term_to_cs), Err(Reason::Isolated));
+        p.set_isolation(["role:terminal"]).unwrap();
+        assert_eq!(p.decide(&term_to_cs), Err(Reason::Isolated));
+        assert!(p.decide(&cs_to_pref).is_ok());
+        p.set_isolation(["all"]).unwrap();
+        assert_eq!(p.decide(&cs_to_jlis), Err(Reason::Isolated));
+        p.set_isolation([]).unwrap();
+        assert!(p.decide(&cs_to_pref).is_ok());
+        assert!(p.set_isolation(["asset:nobody"]).is_err());
     }
 
     #[test]

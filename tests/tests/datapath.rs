@@ -598,3 +598,72 @@ fn regression_a_generation_jump_never_writes_the_slot_in_force() {
         "policy",
     );
 }
+
+#[test]
+fn r11_isolation_cuts_established_flows_of_its_target_only() {
+    let mut dp = datapath("enforce");
+    let cs_pref = || Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40000, 443)).mac_src(CS_MAC);
+    let cs_jlis = || Frame::v4("192.0.2.10", "203.0.113.20", L4::tcp(40000, 443)).mac_src(CS_MAC);
+    let term_cs = || Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(40000, 443));
+    allowed(&mut dp, Side::Lan, cs_pref(), "policy");
+    allowed(&mut dp, Side::Lan, cs_jlis(), "policy");
+    allowed(&mut dp, Side::Lan, term_cs(), "policy");
+    let mut policy = CompiledPolicy::compile(&demo_config("enforce"));
+    policy.set_isolation(["peer:prefecture"]).unwrap();
+    dp.apply(&policy).unwrap();
+    // The established flow to the prefecture is cut, in both directions.
+    denied(&mut dp, Side::Lan, cs_pref(), "isolated");
+    denied(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(443, 40000)),
+        "isolated",
+    );
+    allowed(&mut dp, Side::Lan, cs_jlis(), "established");
+    allowed(&mut dp, Side::Lan, term_cs(), "established");
+    policy.set_isolation(["all"]).unwrap();
+    dp.apply(&policy).unwrap();
+    denied(&mut dp, Side::Lan, cs_jlis(), "isolated");
+    denied(&mut dp, Side::Lan, term_cs(), "isolated");
+    // ARP still works: the links stay up for the gateway's own path.
+    allowed(&mut dp, Side::Lan, term_cs().ethertype(0x0806), "arp");
+    // Restored: new connections are decided by the rules again.
+    policy.set_isolation([]).unwrap();
+    dp.apply(&policy).unwrap();
+    allowed(&mut dp, Side::Lan, cs_pref(), "policy");
+}
+
+#[test]
+fn denied_lan_packets_are_counted_per_source_for_the_triggers() {
+    let mut dp = datapath("enforce");
+    for port in 0..5 {
+        let f =
+            Frame::v4("192.0.2.10", "203.0.113.100", L4::tcp(40000 + port, 443)).mac_src(CS_MAC);
+        run(&mut dp, Side::Lan, &f.build());
+    }
+    run(
+        &mut dp,
+        Side::Lan,
+        &Frame::v4("192.0.2.29", "192.0.2.10", L4::tcp(1, 443)).build(),
+    );
+    // Allowed traffic and WAN-side drops are not violations of a LAN host.
+    run(
+        &mut dp,
+        Side::Lan,
+        &Frame::v4("192.0.2.21", "192.0.2.10", L4::tcp(1, 443)).build(),
+    );
+    run(
+        &mut dp,
+        Side::Wan,
+        &Frame::v4("203.0.113.100", "192.0.2.10", L4::tcp(1, 443)).build(),
+    );
+    let mut v = dp.violations().unwrap();
+    v.sort();
+    assert_eq!(
+        v,
+        vec![
+            ("192.0.2.10".parse().unwrap(), 5),
+            ("192.0.2.29".parse().unwrap(), 1)
+        ]
+    );
+}

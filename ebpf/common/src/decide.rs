@@ -7,12 +7,17 @@
 //!    when it came in on the WAN (anything else is `UnknownSource`, or `Spoofed` for a
 //!    known address on the wrong side). An asset registered with a MAC must send with it.
 //! 2. The destination must be an asset or lie in a peer network (`UnknownDestination`).
-//! 3. A rule must exist for one of the source's selectors (asset, then role, or peer)
+//! 3. Neither end may be cut off: `isolate all`, or any selector of either end (asset,
+//!    role, peer) in the isolation set (`Isolated`). Checked only while an isolation is in
+//!    force (the slot's flags say so).
+//! 4. A rule must exist for one of the source's selectors (asset, then role, or peer)
 //!    towards one of the destination's selectors (asset, then role, or peer), for the
 //!    protocol and destination port (`NoRule`). At most four keyed lookups, whatever the
 //!    number of rules: the cost never grows with the policy.
 
-use crate::{Endpoint, KIND_ASSET, KIND_PEER, Reason, RuleKey, proto};
+use crate::{
+    Endpoint, FLAG_ISOLATE_ALL, FLAG_ISOLATIONS, KIND_ASSET, KIND_PEER, Reason, RuleKey, proto,
+};
 
 /// Read access to one slot of the compiled policy.
 pub trait PolicyView {
@@ -20,6 +25,10 @@ pub trait PolicyView {
     fn endpoint(&self, slot: u8, addr: &[u8; 16]) -> Option<Endpoint>;
     /// Longest-prefix match of a full rule key; the rule number when one matches.
     fn rule(&self, key: &RuleKey) -> Option<u32>;
+    /// The slot's isolation flags (`FLAG_*`).
+    fn flags(&self, slot: u8) -> u32;
+    /// Whether `selector` is cut off in `slot`.
+    fn isolated(&self, slot: u8, selector: u32) -> bool;
 }
 
 /// What the decision needs to know of a packet.
@@ -69,6 +78,21 @@ pub fn decide<V: PolicyView>(
     };
     let srcs = selectors(&src);
     let dsts = selectors(&dst);
+    let flags = view.flags(slot);
+    if flags & FLAG_ISOLATE_ALL != 0 {
+        return Err(Reason::Isolated);
+    }
+    if flags & FLAG_ISOLATIONS != 0 {
+        let mut k = 0;
+        while k < 2 {
+            if (srcs[k] != 0 && view.isolated(slot, srcs[k]))
+                || (dsts[k] != 0 && view.isolated(slot, dsts[k]))
+            {
+                return Err(Reason::Isolated);
+            }
+            k += 1;
+        }
+    }
     let mut i = 0;
     while i < 2 {
         let s = srcs[i];

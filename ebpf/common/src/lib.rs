@@ -31,9 +31,11 @@ pub mod names {
     pub const FLOWS4: &str = "SEKISHO_FLOWS4";
     pub const COUNTERS: &str = "SEKISHO_COUNTERS";
     pub const REASONS: &str = "SEKISHO_REASONS";
+    pub const ISOLATED: &str = "SEKISHO_ISOLATED";
+    pub const VIOLATIONS: &str = "SEKISHO_VIOLATIONS";
     /// Every map, in the order they are pinned.
-    pub const MAPS: [&str; 8] = [
-        STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, FLOWS4, COUNTERS, REASONS,
+    pub const MAPS: [&str; 10] = [
+        STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, FLOWS4, COUNTERS, REASONS, ISOLATED, VIOLATIONS,
     ];
 }
 
@@ -44,6 +46,10 @@ pub mod capacity {
     pub const ENDPOINTS: u32 = 1 << 20;
     /// Rule prefixes (a port range expands to several), both slots together.
     pub const RULES: u32 = 1 << 22;
+    /// Selectors cut off, both slots together.
+    pub const ISOLATED: u32 = 1 << 16;
+    /// LAN sources whose denied packets are counted.
+    pub const VIOLATIONS: u32 = 1 << 14;
     /// Tracked connections, per address family.
     pub const FLOWS: u32 = 1 << 17;
 }
@@ -62,7 +68,7 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 /// Layout version of the maps. Pinned maps outlive the daemon; a daemon adopts them only
 /// when they were written with the layout it knows. Bump on any change to a map's key or
 /// value type, size or meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Global state, one entry (index 0) of an array map.
 #[repr(C)]
@@ -80,7 +86,30 @@ pub struct State {
 pub struct Settings {
     /// [`MODE_ENFORCE`] or [`MODE_MONITOR`].
     pub mode: u32,
-    pub _pad: u32,
+    /// [`FLAG_ISOLATE_ALL`], [`FLAG_ISOLATIONS`].
+    pub flags: u32,
+}
+
+/// Everything is cut off (`sekishoctl isolate all`).
+pub const FLAG_ISOLATE_ALL: u32 = 1;
+/// Some selectors are cut off: look them up in the isolation map (skipped otherwise, so
+/// isolation costs nothing while none is in force).
+pub const FLAG_ISOLATIONS: u32 = 2;
+
+/// Key of the isolation map: a selector cut off in one slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IsolationKey {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    pub selector: u32,
+}
+
+/// Denied packets counted per LAN source address (the automatic triggers read them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Violations {
+    pub packets: u64,
 }
 
 pub const MODE_ENFORCE: u32 = 0;
@@ -294,13 +323,15 @@ pub enum Reason {
     Ipv6Extension = 24,
     /// No policy generation is loaded: fail closed.
     NoPolicy = 25,
+    /// The source or destination is cut off by an operator or a trigger.
+    Isolated = 26,
 }
 
 /// Size of the per-reason counter array (reasons are < 32).
 pub const REASONS: u32 = 32;
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Policy,
         Reason::Established,
         Reason::Reply,
@@ -316,6 +347,7 @@ impl Reason {
         Reason::Ethertype,
         Reason::Ipv6Extension,
         Reason::NoPolicy,
+        Reason::Isolated,
     ];
 
     #[inline(always)]
@@ -340,6 +372,7 @@ impl Reason {
             Reason::Ethertype => "ethertype",
             Reason::Ipv6Extension => "ipv6_extension",
             Reason::NoPolicy => "no_policy",
+            Reason::Isolated => "isolated",
         }
     }
 
@@ -364,6 +397,8 @@ const _: () = assert!(core::mem::size_of::<RuleKey>() == 12);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey4>() == 16);
+const _: () = assert!(core::mem::size_of::<IsolationKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Violations>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
@@ -379,6 +414,8 @@ mod pod {
     unsafe impl aya::Pod for RuleValue {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowKey4 {}
+    unsafe impl aya::Pod for IsolationKey {}
+    unsafe impl aya::Pod for Violations {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Counter {}
 }

@@ -18,14 +18,14 @@
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::{classifier, map},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use sekisho_common::{
     Counter, DIR_FROM_LAN, DIR_FROM_WAN, ENDPOINT_KEY_FIXED_BITS, Endpoint, EndpointKey, FlowKey,
-    FlowKey4, FlowValue, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue,
-    SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, capacity,
-    counter_index,
+    FlowKey4, FlowValue, IsolationKey, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey,
+    RuleValue, SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS,
+    Violations, capacity, counter_index,
     decide::{Packet, PolicyView, decide},
     proto, v4_mapped,
 };
@@ -52,6 +52,13 @@ static FLOWS4: LruHashMap<FlowKey4, FlowValue> = LruHashMap::with_max_entries(ca
 #[map(name = "SEKISHO_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(sekisho_common::DIRECTIONS * VERDICTS, 0);
+
+#[map(name = "SEKISHO_ISOLATED")]
+static ISOLATED: HashMap<IsolationKey, u8> = HashMap::with_max_entries(capacity::ISOLATED, 0);
+
+#[map(name = "SEKISHO_VIOLATIONS")]
+static VIOLATIONS: LruPerCpuHashMap<[u8; 16], Violations> =
+    LruPerCpuHashMap::with_max_entries(capacity::VIOLATIONS, 0);
 
 #[map(name = "SEKISHO_REASONS")]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS, 0);
@@ -218,10 +225,27 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
     } else {
         parse_l4(ctx, l4_off, &Copied, &mut pkt)?;
     }
-    if ethertype == ETH_P_IP {
+    let verdict = if ethertype == ETH_P_IP {
         track_and_decide::<V4>(state.generation, slot, &pkt)
     } else {
         track_and_decide::<V6>(state.generation, slot, &pkt)
+    };
+    if verdict.is_err() && from_lan {
+        count_violation(&pkt.src);
+    }
+    verdict
+}
+
+/// Counts a denied packet against its LAN source address, for the automatic triggers
+/// (a host that keeps trying what the policy forbids).
+#[inline(always)]
+fn count_violation(src: &[u8; 16]) {
+    match VIOLATIONS.get_ptr_mut(src) {
+        // Per-CPU value: no other writer.
+        Some(v) => unsafe { (*v).packets += 1 },
+        None => {
+            let _ = VIOLATIONS.insert(src, &Violations { packets: 1 }, 0);
+        }
     }
 }
 
@@ -389,6 +413,21 @@ impl PolicyView for Maps {
             },
         );
         ENDPOINTS.get(&key).copied()
+    }
+
+    #[inline(always)]
+    fn flags(&self, slot: u8) -> u32 {
+        SETTINGS.get(u32::from(slot)).map_or(0, |s| s.flags)
+    }
+
+    #[inline(always)]
+    fn isolated(&self, slot: u8, selector: u32) -> bool {
+        let key = IsolationKey {
+            slot,
+            _pad: [0; 3],
+            selector,
+        };
+        unsafe { ISOLATED.get(&key) }.is_some()
     }
 
     #[inline(always)]
