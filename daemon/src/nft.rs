@@ -135,6 +135,13 @@ impl std::fmt::Display for Snapshot {
 
 /// One batch that atomically replaces table `inet sekisho` with the policy of `config`.
 pub fn compile(config: &Config) -> Nftables<'static> {
+    compile_with(config, &[])
+}
+
+/// [`compile`] with `cut` ("asset:NAME", "role:NAME", "peer:NAME", "all") cut off: drop
+/// rules ahead of everything else in the forward chain, so established connections of an
+/// isolated target stop too, whatever the mode.
+pub fn compile_with(config: &Config, cut: &[String]) -> Nftables<'static> {
     let mut batch = Batch::new();
     // "add" of an existing table is a no-op and "delete" of a missing one an error: the
     // first add makes the delete always succeed, the second add starts afresh.
@@ -156,7 +163,10 @@ pub fn compile(config: &Config) -> Nftables<'static> {
         NfHook::Input,
         NfChainPolicy::Drop,
     )));
-    for (expr, comment) in forward_rules(config) {
+    for (expr, comment) in isolation_rules(config, cut)
+        .into_iter()
+        .chain(forward_rules(config))
+    {
         batch.add(NfListObject::Rule(rule(FORWARD, expr, comment)));
     }
     for expr in input_rules(config) {
@@ -395,6 +405,58 @@ fn destination(config: &Config, to: &Endpoint, family: Family) -> Option<Vec<Sta
     ])
 }
 
+/// Drop rules for what is cut off: everything for "all", else every address of each
+/// target as source and as destination, per family.
+fn isolation_rules(
+    config: &Config,
+    cut: &[String],
+) -> Vec<(Vec<Statement<'static>>, Option<String>)> {
+    let mut out = Vec::new();
+    if cut.iter().any(|t| t == "all") {
+        out.push((vec![drop_()], Some("isolated: all".to_owned())));
+        return out;
+    }
+    for target in cut {
+        let endpoint: Endpoint = match target.parse() {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        for family in Family::BOTH {
+            let addrs: Vec<Expression<'static>> = match &endpoint {
+                Endpoint::Asset(_) | Endpoint::Role(_) => {
+                    let assets: Vec<&Asset> = match &endpoint {
+                        Endpoint::Asset(name) => config.asset(name).into_iter().collect(),
+                        _ => config.assets_of_role(endpoint.name()).collect(),
+                    };
+                    assets
+                        .iter()
+                        .flat_map(|a| a.addresses.iter())
+                        .filter(|a| Family::of(**a) == family)
+                        .map(|a| string(a.to_string()))
+                        .collect()
+                }
+                Endpoint::Peer(name) => config
+                    .peer(name)
+                    .map(|p| peer_networks(p, family))
+                    .unwrap_or_default(),
+            };
+            if addrs.is_empty() {
+                continue;
+            }
+            for field in ["saddr", "daddr"] {
+                out.push((
+                    vec![
+                        equals(payload(family.header(), field), one_or_set(addrs.clone())),
+                        drop_(),
+                    ],
+                    Some(format!("isolated: {target}")),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Inclusive port ranges, sorted, with overlapping and adjacent ones merged (nft refuses
 /// overlapping intervals in one set).
 fn merge_ranges(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
@@ -623,7 +685,12 @@ fn metrics_rule(listen: SocketAddr) -> Option<Vec<Statement<'static>>> {
 /// Replaces table `inet sekisho` with the policy of `config` in one transaction, and
 /// returns the table as it now stands.
 pub fn apply(config: &Config) -> Result<Snapshot, NftError> {
-    helper::apply_ruleset(&compile(config)).map_err(|source| NftError::Apply {
+    apply_with(config, &[])
+}
+
+/// [`apply`] with `cut` cut off (see [`compile_with`]).
+pub fn apply_with(config: &Config, cut: &[String]) -> Result<Snapshot, NftError> {
+    helper::apply_ruleset(&compile_with(config, cut)).map_err(|source| NftError::Apply {
         stderr: stderr_of(&source),
         source: Box::new(source),
     })?;

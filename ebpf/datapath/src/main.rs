@@ -101,7 +101,9 @@ fn handle(ctx: &TcContext, from_lan: bool) -> i32 {
     };
     let verdict = if reason.is_pass() {
         VERDICT_ALLOW
-    } else if mode == MODE_MONITOR {
+    } else if mode == MODE_MONITOR && reason != Reason::Isolated {
+        // Monitor mode passes what the policy would drop, never a cut-off: an operator's
+        // isolation is obeyed whatever the mode.
         VERDICT_MONITOR
     } else {
         VERDICT_DENY
