@@ -45,6 +45,44 @@ pub enum Request {
     },
     /// Every archived generation, without content.
     PolicyList,
+    /// Cut a target off (R11, R14); `plan` only shows what would change, `drill` records
+    /// and notifies without cutting.
+    Isolate(IsolateRequest),
+    /// Lift an isolation (R13: only explicitly).
+    Restore {
+        target: String,
+        reason: String,
+        approved_by: String,
+    },
+    /// An external system (IDS, SIEM) reports an incident: an emergency isolation.
+    Trigger {
+        target: String,
+        source: String,
+        reason: String,
+        category: Option<String>,
+        level: Option<u8>,
+    },
+    /// The operation history.
+    AuditShow {
+        since: Option<String>,
+        limit: Option<usize>,
+    },
+    /// Check the operation history's hash chain.
+    AuditVerify,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolateRequest {
+    pub target: String,
+    pub reason: String,
+    pub approved_by: Option<String>,
+    pub emergency: bool,
+    pub category: Option<String>,
+    pub level: Option<u8>,
+    #[serde(default)]
+    pub drill: bool,
+    #[serde(default)]
+    pub plan: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +103,26 @@ pub enum Response {
     },
     PolicyList {
         generations: Vec<crate::archive::EntrySummary>,
+    },
+    Isolated {
+        target: String,
+        generation: u32,
+        /// From the request's arrival to the cut-off being in force in the kernel.
+        took_us: u64,
+        reference: String,
+        drill: bool,
+    },
+    IsolationPlan(Box<IsolationPlan>),
+    Restored {
+        target: String,
+        generation: u32,
+        reference: String,
+    },
+    Audit {
+        entries: Vec<crate::audit::Entry>,
+    },
+    AuditVerified {
+        verification: crate::audit::Verification,
     },
     Error {
         message: String,
@@ -92,6 +150,20 @@ pub struct StatusReport {
     pub pending: Option<PendingReport>,
     /// Set when the configuration file is not what runs (it was bad at start-up).
     pub degraded: Option<String>,
+    /// Isolations in force.
+    pub isolations: Vec<crate::isolation::Isolation>,
+}
+
+/// What an isolation would do, shown before anything changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationPlan {
+    pub target: String,
+    /// The hosts and networks cut off, with their addresses.
+    pub cut: Vec<String>,
+    /// The allowed flows (rules) that stop.
+    pub flows_stopped: Vec<String>,
+    /// What stays reachable during the cut-off.
+    pub stays_open: Vec<String>,
 }
 
 /// How often each layer was found changed behind sekisho's back and put back.

@@ -6,11 +6,15 @@
 //! `sekishoctl`, `server` is the running daemon.
 
 pub mod archive;
+pub mod audit;
+pub mod authz;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod diff;
+pub mod isolation;
 pub mod nft;
 pub mod paths;
 pub mod policy;
 pub mod server;
+pub mod triggers;

@@ -21,12 +21,17 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::archive::Archive;
-use crate::config::Config;
+use crate::audit::{AuditLog, NewEntry};
+use crate::authz::{self, Permission};
+use crate::config::{Config, TriggerAction};
 use crate::control::{
-    self, DriftReport, InterfaceStatus, PendingReport, Request, Response, StatusReport,
+    self, DriftReport, InterfaceStatus, IsolateRequest, IsolationPlan, PendingReport, Request,
+    Response, StatusReport,
 };
 use crate::datapath::{Datapath, Side};
+use crate::isolation::{Category, Isolation, IsolationStore, Target};
 use crate::policy::CompiledPolicy;
+use crate::triggers;
 use crate::{diff, nft};
 
 /// How often both layers are checked against what they should be.
@@ -51,6 +56,27 @@ pub struct Daemon {
     pending: Option<Pending>,
     /// Why the configuration file is not what runs, when it is not (bad file at start-up).
     degraded: Option<String>,
+    isolations: IsolationStore,
+    audit: AuditLog,
+    engine: triggers::Engine,
+}
+
+/// The targets cut off now, as the policy names them.
+fn targets(store: &IsolationStore) -> anyhow::Result<Vec<String>> {
+    Ok(store
+        .active()?
+        .iter()
+        .map(|i| i.target.to_string())
+        .collect())
+}
+
+/// The permission a request needs: reading and isolating for the `sekisho` group,
+/// everything that lifts or changes policy for `sekisho-admin`.
+fn required(request: &Request) -> Permission {
+    match request {
+        Request::Restore { .. } | Request::Reload { .. } | Request::Confirm => Permission::Admin,
+        _ => Permission::Operator,
+    }
 }
 
 fn side_interfaces(config: &Config) -> Vec<(String, Side)> {
@@ -95,7 +121,15 @@ impl Daemon {
         config: Config,
         degraded: Option<String>,
     ) -> anyhow::Result<Daemon> {
-        let policy = CompiledPolicy::compile(&config);
+        let isolations = IsolationStore::open(&config.daemon.state_dir)?;
+        let mut audit = AuditLog::open(&config.daemon.state_dir)?;
+        // Isolations outlive restarts and reboots (R13): the kernel is reconciled with the
+        // database before anything is attached.
+        let cut = targets(&isolations)?;
+        let mut policy = CompiledPolicy::compile(&config);
+        policy
+            .set_isolation(cut.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("an isolation in force names {e}"))?;
         let mut archive = Archive::open(&config.daemon.state_dir)?;
         let mut datapath = Datapath::load_pinned(&config.daemon.pin_dir)?;
         let last_archived = archive.current()?.map(|e| e.generation).unwrap_or(0);
@@ -112,7 +146,7 @@ impl Daemon {
         for (name, side) in side_interfaces(&config) {
             datapath.attach(&name, side)?;
         }
-        let nft = Some(nft::apply(&config)?);
+        let nft = Some(nft::apply_with(&config, &cut)?);
         let archived = archive.current()?;
         let same = archived.as_ref().is_some_and(|e| {
             e.generation == generation && e.sha256 == crate::archive::sha256_hex(&config.text)
@@ -126,6 +160,22 @@ impl Daemon {
                 jiff::Timestamp::now(),
             )?;
         }
+        audit.append(NewEntry {
+            operator: "sekishod".into(),
+            action: "start".into(),
+            target: None,
+            reason: degraded.clone(),
+            approver: None,
+            emergency: false,
+            outcome: "ok".into(),
+            details: serde_json::json!({
+                "generation": generation,
+                "isolations": cut,
+                "config": config_path,
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        })?;
+        let engine = triggers::Engine::new(&config.triggers);
         Ok(Daemon {
             config_path,
             config,
@@ -136,6 +186,9 @@ impl Daemon {
             drift: DriftReport::default(),
             pending: None,
             degraded,
+            isolations,
+            audit,
+            engine,
         })
     }
 
@@ -176,6 +229,7 @@ impl Daemon {
                     .as_secs(),
             }),
             degraded: self.degraded.clone(),
+            isolations: self.isolations.active()?,
         })
     }
 
@@ -195,9 +249,22 @@ impl Daemon {
                 config.source.display()
             );
         }
-        let policy = CompiledPolicy::compile(&config);
+        let cut = targets(&self.isolations)?;
+        for t in &cut {
+            let target: Target = t.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Err(e) = target.check(&config) {
+                anyhow::bail!(
+                    "{}: {t} is isolated but {e}; restore it before removing it from the configuration. Nothing was changed",
+                    config.source.display()
+                );
+            }
+        }
+        let mut policy = CompiledPolicy::compile(&config);
+        policy
+            .set_isolation(cut.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         // nftables first: if nft refuses the ruleset, nothing has changed anywhere.
-        let snapshot = nft::apply(&config)?;
+        let snapshot = nft::apply_with(&config, &cut)?;
         let generation = self.datapath.apply(&policy)?;
         self.nft = Some(snapshot);
         self.archive.record(
@@ -260,7 +327,18 @@ impl Daemon {
                 p.generation
             );
             match self.enforce(p.previous, "sekishod", &reason) {
-                Ok(g) => warn!(generation = g, "{reason}; previous policy restored"),
+                Ok(g) => {
+                    warn!(generation = g, "{reason}; previous policy restored");
+                    let e = Self::entry(
+                        "sekishod",
+                        "rollback",
+                        None,
+                        Some(reason.clone()),
+                        "ok".into(),
+                        serde_json::json!({"generation": g}),
+                    );
+                    self.record(e);
+                }
                 Err(e) => error!(error = %format!("{e:#}"), "rollback failed"),
             }
         }
@@ -272,6 +350,15 @@ impl Daemon {
             if !self.datapath.is_attached(&name, side) {
                 warn!(interface = %name, "eBPF program was detached behind sekisho's back; re-attaching");
                 self.drift.ebpf += 1;
+                let e = Self::entry(
+                    "sekishod",
+                    "drift-repaired",
+                    Some(name.clone()),
+                    Some("eBPF program detached behind sekisho's back".into()),
+                    "ok".into(),
+                    serde_json::json!({"layer": "ebpf"}),
+                );
+                self.record(e);
                 if let Err(e) = self.datapath.attach(&name, side) {
                     error!(interface = %name, error = %e, "re-attaching failed");
                 }
@@ -282,6 +369,15 @@ impl Daemon {
             Ok(false) => {
                 warn!("eBPF policy maps differ from the policy in force; rewriting them");
                 self.drift.ebpf += 1;
+                let e = Self::entry(
+                    "sekishod",
+                    "drift-repaired",
+                    None,
+                    Some("eBPF policy maps changed behind sekisho's back".into()),
+                    "ok".into(),
+                    serde_json::json!({"layer": "ebpf"}),
+                );
+                self.record(e);
                 if let Err(e) = self.datapath.apply(&self.policy) {
                     error!(error = %e, "rewriting the policy maps failed");
                 }
@@ -301,25 +397,381 @@ impl Daemon {
                 "nftables table inet sekisho was changed or removed behind sekisho's back; restoring it"
             );
             self.drift.nftables += 1;
-            match nft::apply(&self.config) {
+            let cut = targets(&self.isolations).unwrap_or_default();
+            match nft::apply_with(&self.config, &cut) {
                 Ok(s) => self.nft = Some(s),
                 Err(e) => error!(error = %e, "restoring the nftables table failed"),
             }
         }
     }
 
-    fn handle(&mut self, request: Request, operator: &str) -> Response {
+    /// Appends to the operation history; a failure to record is logged loudly, and the
+    /// action it describes has already happened.
+    fn record(&mut self, entry: NewEntry) -> Option<crate::audit::Entry> {
+        match self.audit.append(entry) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                error!(error = %e, "cannot write the operation history");
+                None
+            }
+        }
+    }
+
+    fn entry(
+        operator: &str,
+        action: &str,
+        target: Option<String>,
+        reason: Option<String>,
+        outcome: String,
+        details: serde_json::Value,
+    ) -> NewEntry {
+        NewEntry {
+            operator: operator.to_owned(),
+            action: action.to_owned(),
+            target,
+            reason,
+            approver: None,
+            emergency: false,
+            outcome,
+            details,
+        }
+    }
+
+    /// What isolating `target` would cut, and what stays reachable.
+    fn plan(&self, target: &Target) -> IsolationPlan {
+        let mut cut = Vec::new();
+        let name = target.to_string();
+        match target {
+            Target::All => cut.push("every host and peer of the policy".to_owned()),
+            Target::Asset(n) => cut.extend(
+                self.config
+                    .asset(n)
+                    .map(|a| format!("asset:{} ({})", a.name, join(&a.addresses))),
+            ),
+            Target::Role(r) => cut.extend(
+                self.config
+                    .assets_of_role(r)
+                    .map(|a| format!("asset:{} ({})", a.name, join(&a.addresses))),
+            ),
+            Target::Peer(n) => cut.extend(
+                self.config
+                    .peer(n)
+                    .map(|p| format!("peer:{} ({})", p.name, join(&p.networks))),
+            ),
+        }
+        let involves = |e: &crate::config::Endpoint| -> bool {
+            match (target, e) {
+                (Target::All, _) => true,
+                (Target::Peer(n), crate::config::Endpoint::Peer(m)) => n == m,
+                (Target::Role(r), crate::config::Endpoint::Role(m)) => r == m,
+                (Target::Role(r), crate::config::Endpoint::Asset(a)) => {
+                    self.config.asset(a).is_some_and(|a| &a.role == r)
+                }
+                (Target::Asset(n), crate::config::Endpoint::Asset(a)) => n == a,
+                (Target::Asset(n), crate::config::Endpoint::Role(r)) => {
+                    self.config.asset(n).is_some_and(|a| &a.role == r)
+                }
+                _ => false,
+            }
+        };
+        let flows_stopped = self
+            .config
+            .rules
+            .iter()
+            .filter(|r| involves(&r.from) || involves(&r.to))
+            .map(|r| {
+                let ports: Vec<String> = r.ports.iter().map(ToString::to_string).collect();
+                format!(
+                    "rule {}: {} → {} ({})",
+                    r.index + 1,
+                    r.from,
+                    r.to,
+                    ports.join(", ")
+                )
+            })
+            .collect();
+        let mut stays_open = vec![
+            "the gateway itself: its control socket and sekishoctl".to_owned(),
+            "the gateway's own input on its management interfaces and its own outgoing traffic (notices)"
+                .to_owned(),
+        ];
+        stays_open.extend(
+            self.config
+                .interfaces
+                .management
+                .iter()
+                .map(|i| format!("management interface {i}")),
+        );
+        if !matches!(target, Target::All) {
+            stays_open.push("every flow of the policy that does not involve the target".to_owned());
+        }
+        IsolationPlan {
+            target: name,
+            cut,
+            flows_stopped,
+            stays_open,
+        }
+    }
+
+    /// Cuts `isolation.target` off in both layers, established connections included, and
+    /// records it. Returns the generation and the operation-history reference.
+    fn isolate(&mut self, isolation: Isolation) -> anyhow::Result<(u32, String)> {
+        isolation
+            .target
+            .check(&self.config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let target = isolation.target.to_string();
+        let generation = if isolation.drill {
+            self.datapath.generation()?
+        } else {
+            self.isolations.isolate(isolation.clone())?;
+            match self.enforce(
+                self.config.clone(),
+                &isolation.operator,
+                &format!("isolate {target}"),
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    // Not in force: do not leave it recorded as if it were.
+                    let _ = self.isolations.restore(
+                        &isolation.target,
+                        "sekishod",
+                        &format!("isolation failed: {e:#}"),
+                        "sekishod",
+                    );
+                    return Err(e);
+                }
+            }
+        };
+        let entry = NewEntry {
+            operator: isolation.operator.clone(),
+            action: if isolation.drill {
+                "isolate-drill"
+            } else {
+                "isolate"
+            }
+            .to_owned(),
+            target: Some(target.clone()),
+            reason: Some(isolation.reason.clone()),
+            approver: isolation.approved_by.clone(),
+            emergency: isolation.emergency,
+            outcome: "ok".into(),
+            details: serde_json::json!({
+                "generation": generation,
+                "category": isolation.category,
+                "level": isolation.level,
+                "source": isolation.source,
+                "drill": isolation.drill,
+            }),
+        };
+        let reference = self
+            .record(entry)
+            .map(|e| e.reference())
+            .unwrap_or_else(|| "unrecorded".to_owned());
+        warn!(%target, generation, drill = isolation.drill, "isolated");
+        Ok((generation, reference))
+    }
+
+    fn restore(
+        &mut self,
+        target: &Target,
+        operator: &str,
+        reason: &str,
+        approved_by: &str,
+    ) -> anyhow::Result<(u32, String)> {
+        let lifted = self
+            .isolations
+            .restore(target, operator, reason, approved_by)?;
+        let generation =
+            self.enforce(self.config.clone(), operator, &format!("restore {target}"))?;
+        if let Target::Asset(name) = target {
+            self.engine.reset(name);
+        }
+        let entry = NewEntry {
+            operator: operator.to_owned(),
+            action: "restore".into(),
+            target: Some(target.to_string()),
+            reason: Some(reason.to_owned()),
+            approver: Some(approved_by.to_owned()),
+            emergency: false,
+            outcome: "ok".into(),
+            details: serde_json::json!({
+                "generation": generation,
+                "isolated_since": lifted.since,
+                "isolated_by": lifted.operator,
+            }),
+        };
+        let reference = self
+            .record(entry)
+            .map(|e| e.reference())
+            .unwrap_or_else(|| "unrecorded".to_owned());
+        info!(%target, generation, "restored");
+        Ok((generation, reference))
+    }
+
+    /// Reads the kernel's violation counts and acts on what the triggers say (R15).
+    pub fn check_triggers(&mut self) {
+        let counts = match self.datapath.violations() {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "cannot read violation counts");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for (address, total) in counts {
+            let asset = self
+                .config
+                .assets
+                .iter()
+                .find(|a| a.addresses.contains(&address))
+                .map(|a| a.name.clone());
+            let source = match &asset {
+                Some(name) => triggers::Source::Asset(name.clone()),
+                None => triggers::Source::Unknown,
+            };
+            let Some(event) = self.engine.observe(now, address, source, total) else {
+                continue;
+            };
+            self.act_on(event);
+        }
+    }
+
+    fn act_on(&mut self, event: triggers::Event) {
+        match event {
+            triggers::Event::Violations {
+                asset,
+                address,
+                count,
+                within,
+                action,
+            } => {
+                let reason = format!(
+                    "{count} denied packets from {address} within {}s (triggers.violations)",
+                    within.as_secs()
+                );
+                let target = Target::Asset(asset);
+                let already = self
+                    .isolations
+                    .active()
+                    .map(|a| a.iter().any(|i| i.target == target))
+                    .unwrap_or(false);
+                if action == TriggerAction::Isolate && !already {
+                    let isolation = Isolation {
+                        target: target.clone(),
+                        reason: reason.clone(),
+                        approved_by: None,
+                        emergency: true,
+                        category: Category::Misconduct,
+                        level: 2,
+                        operator: "sekishod".into(),
+                        source: Some("violations".into()),
+                        drill: false,
+                        since: jiff::Timestamp::now().to_string(),
+                        reference: None,
+                    };
+                    match self.isolate(isolation) {
+                        Ok((g, r)) => {
+                            warn!(%target, generation = g, reference = %r, "{reason}: isolated automatically")
+                        }
+                        Err(e) => {
+                            error!(%target, error = %format!("{e:#}"), "automatic isolation failed")
+                        }
+                    }
+                } else {
+                    warn!(%target, "{reason}: alert");
+                    let e = Self::entry(
+                        "sekishod",
+                        "alert",
+                        Some(target.to_string()),
+                        Some(reason),
+                        "ok".into(),
+                        serde_json::json!({"trigger": "violations"}),
+                    );
+                    self.record(e);
+                }
+            }
+            triggers::Event::UnknownSource { address, action } => {
+                // An unknown source has no rule: the policy already drops all it sends.
+                let reason = format!(
+                    "unknown source {address} on the LAN (not in the asset register); everything it sends is dropped"
+                );
+                warn!(%address, ?action, "{reason}");
+                let e = Self::entry(
+                    "sekishod",
+                    "alert",
+                    Some(address.to_string()),
+                    Some(reason),
+                    "ok".into(),
+                    serde_json::json!({"trigger": "unknown_source"}),
+                );
+                self.record(e);
+            }
+        }
+    }
+
+    fn handle(&mut self, request: Request, peer: control::Peer, received: Instant) -> Response {
+        let operator = operator_name(peer.uid);
+        let have = authz::permission_of(peer.uid, peer.gid);
+        let need = required(&request);
+        if have < need {
+            let what = format!("{request:?}");
+            let message = format!(
+                "{operator} may not do this: it needs membership of group {} (request refused and recorded)",
+                if need == Permission::Admin {
+                    authz::ADMIN_GROUP
+                } else {
+                    authz::OPERATOR_GROUP
+                }
+            );
+            let e = Self::entry(
+                &operator,
+                "refused",
+                None,
+                None,
+                format!("refused: {message}"),
+                serde_json::json!({ "request": what }),
+            );
+            self.record(e);
+            return Response::Error { message };
+        }
         let result = match request {
             Request::Status => self.status().map(|s| Response::Status(Box::new(s))),
-            Request::Reload { confirm_within } => self
-                .reload(operator, confirm_within.map(Duration::from_secs))
-                .map(|generation| Response::Reloaded {
+            Request::Reload { confirm_within } => {
+                let r = self.reload(&operator, confirm_within.map(Duration::from_secs));
+                let outcome = match &r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("refused: {e:#}"),
+                };
+                let e = Self::entry(
+                    &operator,
+                    "reload",
+                    None,
+                    None,
+                    outcome,
+                    serde_json::json!({ "confirm_within": confirm_within, "generation": r.as_ref().ok() }),
+                );
+                self.record(e);
+                r.map(|generation| Response::Reloaded {
                     generation,
                     confirm_within,
-                }),
-            Request::Confirm => self
-                .confirm()
-                .map(|generation| Response::Confirmed { generation }),
+                })
+            }
+            Request::Confirm => {
+                let r = self.confirm();
+                if let Ok(g) = &r {
+                    let e = Self::entry(
+                        &operator,
+                        "confirm",
+                        None,
+                        None,
+                        "ok".into(),
+                        serde_json::json!({ "generation": g }),
+                    );
+                    self.record(e);
+                }
+                r.map(|generation| Response::Confirmed { generation })
+            }
             Request::PolicyDiff { text, source } => Config::parse_str(&text, &source)
                 .map_err(anyhow::Error::from)
                 .map(|new| Response::PolicyDiff(Box::new(diff::diff(&self.config, &new)))),
@@ -335,11 +787,127 @@ impl Daemon {
                 .list()
                 .map_err(Into::into)
                 .map(|generations| Response::PolicyList { generations }),
+            Request::Isolate(req) => self.handle_isolate(req, &operator, received),
+            Request::Trigger {
+                target,
+                source,
+                reason,
+                category,
+                level,
+            } => {
+                let req = IsolateRequest {
+                    target,
+                    reason,
+                    approved_by: None,
+                    emergency: true,
+                    category,
+                    level,
+                    drill: false,
+                    plan: false,
+                };
+                self.handle_isolate_from(req, &operator, Some(source), received)
+            }
+            Request::Restore {
+                target,
+                reason,
+                approved_by,
+            } => target
+                .parse::<Target>()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|t| {
+                    let (generation, reference) =
+                        self.restore(&t, &operator, &reason, &approved_by)?;
+                    Ok(Response::Restored {
+                        target: t.to_string(),
+                        generation,
+                        reference,
+                    })
+                }),
+            Request::AuditShow { since, limit } => since
+                .map(|s| {
+                    s.parse::<jiff::Timestamp>()
+                        .map_err(|e| anyhow::anyhow!("invalid time {s:?}: {e} (expected RFC 3339)"))
+                })
+                .transpose()
+                .and_then(|since| Ok(self.audit.list(since, limit)?))
+                .map(|entries| Response::Audit { entries }),
+            Request::AuditVerify => self
+                .audit
+                .verify()
+                .map_err(Into::into)
+                .map(|verification| Response::AuditVerified { verification }),
         };
         result.unwrap_or_else(|e| Response::Error {
             message: format!("{e:#}"),
         })
     }
+
+    fn handle_isolate(
+        &mut self,
+        req: IsolateRequest,
+        operator: &str,
+        received: Instant,
+    ) -> anyhow::Result<Response> {
+        self.handle_isolate_from(req, operator, None, received)
+    }
+
+    fn handle_isolate_from(
+        &mut self,
+        req: IsolateRequest,
+        operator: &str,
+        source: Option<String>,
+        received: Instant,
+    ) -> anyhow::Result<Response> {
+        let target: Target = req.target.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        target
+            .check(&self.config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if req.plan {
+            return Ok(Response::IsolationPlan(Box::new(self.plan(&target))));
+        }
+        if req.emergency == req.approved_by.is_some() {
+            anyhow::bail!(
+                "give either --approved-by NAME (the セキュリティ統括責任者 who approved) or --emergency (cut off without prior approval), not both or neither"
+            );
+        }
+        let category = match req.category.as_deref() {
+            None => Category::Misconduct,
+            Some(c) => c.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
+        let level = req.level.unwrap_or(2);
+        if !(1..=3).contains(&level) {
+            anyhow::bail!("--level must be 1, 2 or 3 (脅威度), not {level}");
+        }
+        let isolation = Isolation {
+            target,
+            reason: req.reason,
+            approved_by: req.approved_by,
+            emergency: req.emergency,
+            category,
+            level,
+            operator: operator.to_owned(),
+            source,
+            drill: req.drill,
+            since: jiff::Timestamp::now().to_string(),
+            reference: None,
+        };
+        let (generation, reference) = self.isolate(isolation.clone())?;
+        Ok(Response::Isolated {
+            target: isolation.target.to_string(),
+            generation,
+            took_us: received.elapsed().as_micros() as u64,
+            reference,
+            drill: isolation.drill,
+        })
+    }
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn operator_name(uid: u32) -> String {
@@ -359,6 +927,7 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut drift = tokio::time::interval(DRIFT_INTERVAL);
     let mut pending = tokio::time::interval(Duration::from_millis(250));
+    let mut triggers = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -374,6 +943,10 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
                 let d = Arc::clone(&daemon);
                 tokio::task::spawn_blocking(move || d.lock().expect("daemon lock").repair_drift()).await?;
             }
+            _ = triggers.tick() => {
+                let d = Arc::clone(&daemon);
+                tokio::task::spawn_blocking(move || d.lock().expect("daemon lock").check_triggers()).await?;
+            }
             _ = pending.tick() => {
                 let d = Arc::clone(&daemon);
                 tokio::task::spawn_blocking(move || d.lock().expect("daemon lock").expire_pending()).await?;
@@ -387,10 +960,10 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let response = match control::read_request(&mut stream).await {
                         Ok((request, peer)) => {
-                            let operator = operator_name(peer.uid);
-                            info!(?request, %operator, pid = peer.pid, "control request");
+                            let received = Instant::now();
+                            info!(?request, uid = peer.uid, pid = peer.pid, "control request");
                             // Map and nft updates are synchronous; keep them off the reactor.
-                            tokio::task::spawn_blocking(move || daemon.lock().expect("daemon lock").handle(request, &operator))
+                            tokio::task::spawn_blocking(move || daemon.lock().expect("daemon lock").handle(request, peer, received))
                                 .await
                                 .unwrap_or_else(|e| Response::Error { message: format!("internal error: {e}") })
                         }
@@ -402,6 +975,16 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
         }
     }
     info!("stopping; the pinned datapath and the nftables table stay in force");
+    let mut d = daemon.lock().expect("daemon lock");
+    let e = Daemon::entry(
+        "sekishod",
+        "stop",
+        None,
+        None,
+        "ok".into(),
+        serde_json::json!({"enforcement": "stays in force (pinned)"}),
+    );
+    d.record(e);
     Ok(())
 }
 

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sekisho::audit::Verification;
 use sekisho::config::Config;
-use sekisho::control::{self, Request, Response, StatusReport};
+use sekisho::control::{self, IsolateRequest, Request, Response, StatusReport};
 use sekisho::datapath::{DIRECTION_NAMES, VERDICT_NAMES};
 use sekisho::paths;
 
@@ -46,6 +47,59 @@ enum Command {
         #[arg(long)]
         confirm: bool,
     },
+    /// Cut a host, a role, a peer or everything off at once, established connections
+    /// included, until an explicit restore (R11, R13, R14).
+    Isolate {
+        /// asset:NAME, role:NAME, peer:NAME or all.
+        target: String,
+        /// Why (recorded, and carried by the notices).
+        #[arg(long, required_unless_present = "plan")]
+        reason: Option<String>,
+        /// The セキュリティ統括責任者 who approved the cut-off.
+        #[arg(long, conflicts_with = "emergency")]
+        approved_by: Option<String>,
+        /// Cut off without prior approval because it is urgent (承認を得ずに切り離し).
+        #[arg(long)]
+        emergency: bool,
+        /// failure (障害) or misconduct (不正行為).
+        #[arg(long)]
+        category: Option<String>,
+        /// Threat level 1-3 (脅威度).
+        #[arg(long)]
+        level: Option<u8>,
+        /// Show what would be cut and what stays reachable; change nothing.
+        #[arg(long)]
+        plan: bool,
+        /// Run the whole procedure (records, notices marked as a drill) without cutting.
+        #[arg(long)]
+        drill: bool,
+    },
+    /// Lift an isolation (only an explicit restore does, R13).
+    Restore {
+        target: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        approved_by: String,
+    },
+    /// An external system (IDS, SIEM) reports an incident: isolate TARGET at once.
+    Trigger {
+        target: String,
+        /// The reporting system.
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        level: Option<u8>,
+    },
+    /// The operation history (操作履歴).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Policy commands: what a file would change, which policy applied when.
     Policy {
         #[command(subcommand)]
@@ -56,6 +110,21 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Show entries, oldest first.
+    Show {
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the newest N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Check the hash chain; names the first changed, removed or reordered entry.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,6 +218,220 @@ fn run(options: &Options) -> anyhow::Result<()> {
                 other => unexpected(other),
             }
         }
+        Command::Isolate {
+            target,
+            reason,
+            approved_by,
+            emergency,
+            category,
+            level,
+            plan,
+            drill,
+        } => {
+            let request = Request::Isolate(IsolateRequest {
+                target: target.clone(),
+                reason: reason.clone().unwrap_or_default(),
+                approved_by: approved_by.clone(),
+                emergency: *emergency,
+                category: category.clone(),
+                level: *level,
+                drill: *drill,
+                plan: *plan,
+            });
+            let ja = japanese();
+            match call(options, &request)? {
+                Response::Isolated {
+                    target,
+                    generation,
+                    took_us,
+                    reference,
+                    drill,
+                } => emit(
+                    options,
+                    serde_json::json!({"target": target, "generation": generation, "took_us": took_us, "reference": reference, "drill": drill}),
+                    || {
+                        let ms = took_us as f64 / 1000.0;
+                        match (drill, ja) {
+                            (true, true) => format!(
+                                "[訓練] {target} の切り離し手順を記録しました(通信は遮断していません)。参照番号 {reference}"
+                            ),
+                            (true, false) => format!(
+                                "[DRILL] isolation of {target} recorded; no traffic was cut. Reference {reference}"
+                            ),
+                            (false, true) => format!(
+                                "{target} を切り離しました: {ms:.1} ms で遮断が有効になりました(世代 {generation}、確立済みの通信も遮断)。参照番号 {reference}\n復旧は sekishoctl restore {target} --reason ... --approved-by ... でのみ行えます。"
+                            ),
+                            (false, false) => format!(
+                                "{target} isolated: in force in the kernel after {ms:.1} ms (generation {generation}, established connections included). Reference {reference}\nIt stays cut off until `sekishoctl restore {target} --reason ... --approved-by ...`."
+                            ),
+                        }
+                    },
+                ),
+                Response::IsolationPlan(plan) => {
+                    emit(options, serde_json::to_value(&plan)?, || {
+                        let (h1, h2, h3, h4) = if ja {
+                            (
+                                "切り離し計画(まだ何も変更していません)",
+                                "遮断される対象",
+                                "止まる通信",
+                                "通信可能なまま残るもの",
+                            )
+                        } else {
+                            (
+                                "Isolation plan (nothing has changed yet)",
+                                "Cut off",
+                                "Flows that stop",
+                                "Stays reachable",
+                            )
+                        };
+                        let mut out = format!("{h1}: {}\n\n{h2}:", plan.target);
+                        for c in &plan.cut {
+                            out.push_str(&format!("\n  - {c}"));
+                        }
+                        out.push_str(&format!("\n\n{h3}:"));
+                        for c in &plan.flows_stopped {
+                            out.push_str(&format!("\n  - {c}"));
+                        }
+                        out.push_str(&format!("\n\n{h4}:"));
+                        for c in &plan.stays_open {
+                            out.push_str(&format!("\n  - {c}"));
+                        }
+                        out
+                    })
+                }
+                other => unexpected(other),
+            }
+        }
+        Command::Restore {
+            target,
+            reason,
+            approved_by,
+        } => {
+            let request = Request::Restore {
+                target: target.clone(),
+                reason: reason.clone(),
+                approved_by: approved_by.clone(),
+            };
+            match call(options, &request)? {
+                Response::Restored {
+                    target,
+                    generation,
+                    reference,
+                } => emit(
+                    options,
+                    serde_json::json!({"target": target, "generation": generation, "reference": reference}),
+                    || {
+                        if japanese() {
+                            format!(
+                                "{target} を復旧しました(世代 {generation})。新しい通信はポリシーに従って許可されます。参照番号 {reference}"
+                            )
+                        } else {
+                            format!(
+                                "{target} restored (generation {generation}); new connections follow the policy again. Reference {reference}"
+                            )
+                        }
+                    },
+                ),
+                other => unexpected(other),
+            }
+        }
+        Command::Trigger {
+            target,
+            source,
+            reason,
+            category,
+            level,
+        } => {
+            let request = Request::Trigger {
+                target: target.clone(),
+                source: source.clone(),
+                reason: reason.clone(),
+                category: category.clone(),
+                level: *level,
+            };
+            match call(options, &request)? {
+                Response::Isolated {
+                    target,
+                    generation,
+                    took_us,
+                    reference,
+                    ..
+                } => emit(
+                    options,
+                    serde_json::json!({"target": target, "generation": generation, "took_us": took_us, "reference": reference}),
+                    || {
+                        format!(
+                            "{target} isolated on the report of {source} ({:.1} ms, generation {generation}). Reference {reference}",
+                            took_us as f64 / 1000.0
+                        )
+                    },
+                ),
+                other => unexpected(other),
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Show { since, limit },
+        } => match call(
+            options,
+            &Request::AuditShow {
+                since: since.clone(),
+                limit: *limit,
+            },
+        )? {
+            Response::Audit { entries } => emit(options, serde_json::to_value(&entries)?, || {
+                let mut out = format!(
+                    "{:<6} {:<31} {:<12} {:<15} {:<22} {:<10} REASON",
+                    "SEQ", "TIME", "OPERATOR", "ACTION", "TARGET", "APPROVAL"
+                );
+                for e in &entries {
+                    let approval = match (&e.entry.approver, e.entry.emergency) {
+                        (Some(a), _) => a.clone(),
+                        (None, true) => "emergency".to_owned(),
+                        (None, false) => "-".to_owned(),
+                    };
+                    out.push_str(&format!(
+                        "\n{:<6} {:<31} {:<12} {:<15} {:<22} {:<10} {}{}",
+                        e.seq,
+                        e.time,
+                        e.entry.operator,
+                        e.entry.action,
+                        e.entry.target.as_deref().unwrap_or("-"),
+                        approval,
+                        e.entry.reason.as_deref().unwrap_or(""),
+                        if e.entry.outcome == "ok" {
+                            String::new()
+                        } else {
+                            format!(" [{}]", e.entry.outcome)
+                        }
+                    ));
+                }
+                out
+            }),
+            other => unexpected(other),
+        },
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => match call(options, &Request::AuditVerify)? {
+            Response::AuditVerified {
+                verification: result,
+            } => {
+                let broken = matches!(result, Verification::Broken { .. });
+                emit(options, serde_json::to_value(&result)?, || match &result {
+                    Verification::Intact { entries, head } => format!(
+                        "operation history intact: {entries} entries, head {}",
+                        head.as_deref().unwrap_or("-")
+                    ),
+                    Verification::Broken { seq, problem } => {
+                        format!("OPERATION HISTORY BROKEN at entry {seq}: {problem}")
+                    }
+                })?;
+                if broken {
+                    anyhow::bail!("the operation history failed verification");
+                }
+                Ok(())
+            }
+            other => unexpected(other),
+        },
         Command::Policy {
             command: PolicyCommand::Diff { file },
         } => {
@@ -261,6 +544,14 @@ fn check(file: &Path, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Messages in Japanese when the operator's locale is Japanese.
+fn japanese() -> bool {
+    ["LC_ALL", "LC_MESSAGES", "LANG"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .is_some_and(|l| l.starts_with("ja_JP") || l.starts_with("ja"))
+}
+
 fn print_status(s: &StatusReport) {
     println!("sekishod {} (pid {})", s.version, s.pid);
     println!("  config      {}", s.config.display());
@@ -291,6 +582,19 @@ fn print_status(s: &StatusReport) {
     }
     if let Some(why) = &s.degraded {
         println!("  DEGRADED    {why}");
+    }
+    if s.isolations.is_empty() {
+        println!("  isolations  none");
+    }
+    for i in &s.isolations {
+        let approval = match (&i.approved_by, i.emergency) {
+            (Some(a), _) => format!("approved by {a}"),
+            (None, _) => "EMERGENCY (no prior approval)".to_owned(),
+        };
+        println!(
+            "  ISOLATED    {} since {} by {} ({approval}): {}",
+            i.target, i.since, i.operator, i.reason
+        );
     }
     println!();
     println!("{:<12} {:<5} DATAPATH", "INTERFACE", "SIDE");
