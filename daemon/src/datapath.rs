@@ -168,6 +168,7 @@ pub struct Datapath {
     reasons: PerCpuArray<MapData, u64>,
     isolated: HashMap<MapData, IsolationKey, u8>,
     violations: PerCpuHashMap<MapData, [u8; 16], Violations>,
+    local: HashMap<MapData, [u8; 16], u8>,
     attached: Vec<(String, Side)>,
     pin_dir: Option<PathBuf>,
 }
@@ -313,6 +314,8 @@ impl Datapath {
             .map_err(map_err(names::ISOLATED, "open"))?;
         let violations = PerCpuHashMap::try_from(take(&mut ebpf, names::VIOLATIONS)?)
             .map_err(map_err(names::VIOLATIONS, "open"))?;
+        let local = HashMap::try_from(take(&mut ebpf, names::LOCAL)?)
+            .map_err(map_err(names::LOCAL, "open"))?;
         Ok(Datapath {
             ebpf,
             state,
@@ -323,6 +326,7 @@ impl Datapath {
             reasons,
             isolated,
             violations,
+            local,
             attached: Vec::new(),
             pin_dir: pin_dir.map(Path::to_owned),
         })
@@ -627,6 +631,28 @@ impl Datapath {
                 .map_err(map_err(names::RULES, "clear"))?;
         }
         Ok(())
+    }
+
+    /// Makes `addresses` the gateway's own addresses: packets to them are left to the
+    /// nftables input chain. Returns whether anything changed.
+    pub fn set_local_addresses(&mut self, addresses: &[std::net::IpAddr]) -> Result<bool> {
+        let want: std::collections::BTreeSet<[u8; 16]> = addresses
+            .iter()
+            .map(|ip| crate::policy::addr16(*ip).0)
+            .collect();
+        let have: std::collections::BTreeSet<[u8; 16]> =
+            self.local.keys().filter_map(|k| k.ok()).collect();
+        for stale in have.difference(&want) {
+            self.local
+                .remove(stale)
+                .map_err(map_err(names::LOCAL, "clear"))?;
+        }
+        for new in want.difference(&have) {
+            self.local
+                .insert(*new, 1, 0)
+                .map_err(map_err(names::LOCAL, "write"))?;
+        }
+        Ok(want != have)
     }
 
     /// Denied packets per LAN source address since the map was created, summed over CPUs.

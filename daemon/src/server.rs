@@ -79,6 +79,22 @@ fn required(request: &Request) -> Permission {
     }
 }
 
+/// Every address of this network namespace's interfaces.
+fn local_addresses() -> Vec<std::net::IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in()
+                        .map(|s| std::net::IpAddr::V4(s.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|s| std::net::IpAddr::V6(s.ip())))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn side_interfaces(config: &Config) -> Vec<(String, Side)> {
     let lan = config.interfaces.lan.iter().map(|n| (n.clone(), Side::Lan));
     let wan = config.interfaces.wan.iter().map(|n| (n.clone(), Side::Wan));
@@ -143,6 +159,7 @@ impl Daemon {
         } else {
             datapath.apply_after(&policy, last_archived)?
         };
+        datapath.set_local_addresses(&local_addresses())?;
         for (name, side) in side_interfaces(&config) {
             datapath.attach(&name, side)?;
         }
@@ -346,6 +363,10 @@ impl Daemon {
 
     /// Compares both layers with what they should be and puts back what was changed.
     pub fn repair_drift(&mut self) {
+        // Addresses come and go (DHCP on a management port, an operator's change).
+        if let Err(e) = self.datapath.set_local_addresses(&local_addresses()) {
+            error!(error = %e, "cannot update the gateway's own addresses");
+        }
         for (name, side) in side_interfaces(&self.config) {
             if !self.datapath.is_attached(&name, side) {
                 warn!(interface = %name, "eBPF program was detached behind sekisho's back; re-attaching");

@@ -91,7 +91,10 @@ fn r11_isolating_an_asset_stops_its_running_transfer_at_once() {
         after.echoed <= before.echoed + 400,
         "echoes kept coming: {before:?} → {after:?}"
     );
-    assert!(after.since_last_echo >= Duration::from_millis(250), "{after:?}");
+    assert!(
+        after.since_last_echo >= Duration::from_millis(250),
+        "{after:?}"
+    );
     assert!(took < Duration::from_millis(500), "cut-off took {took:?}");
     // Only term-01 is cut off.
     denied(&topo, Host::Term1, addr(Host::Cs, 443));
@@ -119,7 +122,13 @@ fn r14_isolating_a_peer_stops_only_the_exchange_with_that_peer() {
     let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
     let pref = StreamCheck::start(&topo, Host::Cs, addr(Host::Pref, 443)).unwrap();
     ok(daemon
-        .ctl(&["isolate", "peer:prefecture", "--reason", "不適切な管理", "--emergency"])
+        .ctl(&[
+            "isolate",
+            "peer:prefecture",
+            "--reason",
+            "不適切な管理",
+            "--emergency",
+        ])
         .unwrap());
     std::thread::sleep(Duration::from_millis(500));
     let cut = pref.stop();
@@ -139,13 +148,28 @@ fn isolating_all_stops_everything_but_the_gateways_own_path() {
     assert_eq!(status(&daemon)["isolations"].as_array().unwrap().len(), 0);
     allowed(&topo, Host::Cs, addr(Host::Pref, 443));
     ok(daemon
-        .ctl(&["isolate", "all", "--reason", "大規模障害", "--emergency", "--category", "failure", "--level", "3"])
+        .ctl(&[
+            "isolate",
+            "all",
+            "--reason",
+            "大規模障害",
+            "--emergency",
+            "--category",
+            "failure",
+            "--level",
+            "3",
+        ])
         .unwrap());
     denied(&topo, Host::Cs, addr(Host::Pref, 443));
     denied(&topo, Host::Term1, addr(Host::Cs, 443));
     // The gateway still answers its operators and reaches its neighbours.
     assert_eq!(status(&daemon)["isolations"][0]["target"], "all");
-    assert!(sekisho_testbed::ping(&topo, Host::Gw, Host::Pref.addr(false), ALLOW));
+    assert!(sekisho_testbed::ping(
+        &topo,
+        Host::Gw,
+        Host::Pref.addr(false),
+        ALLOW
+    ));
 }
 
 #[test]
@@ -153,7 +177,14 @@ fn r13_isolation_survives_kill_9_restart_and_reload() {
     let (topo, mut daemon) = setup();
     let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
     ok(daemon
-        .ctl(&["isolate", "role:terminal", "--reason", "点検", "--approved-by", "統括責任者"])
+        .ctl(&[
+            "isolate",
+            "role:terminal",
+            "--reason",
+            "点検",
+            "--approved-by",
+            "統括責任者",
+        ])
         .unwrap());
     denied(&topo, Host::Term1, addr(Host::Cs, 443));
     daemon.kill9().unwrap();
@@ -188,7 +219,14 @@ fn a_drill_records_everything_and_cuts_nothing() {
     let (topo, daemon) = setup();
     let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
     let out = daemon
-        .ctl_json(&["isolate", "asset:cs01", "--reason", "訓練", "--emergency", "--drill"])
+        .ctl_json(&[
+            "isolate",
+            "asset:cs01",
+            "--reason",
+            "訓練",
+            "--emergency",
+            "--drill",
+        ])
         .unwrap();
     assert_eq!(out["drill"], true);
     allowed(&topo, Host::Term1, addr(Host::Cs, 443));
@@ -208,10 +246,37 @@ fn a_drill_records_everything_and_cuts_nothing() {
 fn bad_isolate_requests_are_refused_with_a_clear_line() {
     let (_topo, daemon) = setup();
     for (args, needle) in [
-        (vec!["isolate", "asset:nobody", "--reason", "x", "--emergency"], "nobody"),
-        (vec!["isolate", "asset:cs01", "--reason", "x"], "--approved-by"),
-        (vec!["isolate", "asset:cs01", "--reason", "x", "--emergency", "--level", "4"], "level"),
-        (vec!["restore", "asset:cs01", "--reason", "x", "--approved-by", "y"], "not isolated"),
+        (
+            vec!["isolate", "asset:nobody", "--reason", "x", "--emergency"],
+            "nobody",
+        ),
+        (
+            vec!["isolate", "asset:cs01", "--reason", "x"],
+            "--approved-by",
+        ),
+        (
+            vec![
+                "isolate",
+                "asset:cs01",
+                "--reason",
+                "x",
+                "--emergency",
+                "--level",
+                "4",
+            ],
+            "level",
+        ),
+        (
+            vec![
+                "restore",
+                "asset:cs01",
+                "--reason",
+                "x",
+                "--approved-by",
+                "y",
+            ],
+            "not isolated",
+        ),
     ] {
         let out = daemon.ctl(&args).unwrap();
         assert!(!out.status.success(), "{args:?}");
@@ -258,13 +323,16 @@ impl TestUser {
             .collect();
         let mut cmd = Command::new(bin);
         cmd.arg("--socket").arg(socket).args(args);
+        let (uid, gid) = (user.uid, user.gid);
+        // Groups, then gid, then uid: once the uid is dropped nothing else may change.
         unsafe {
             cmd.pre_exec(move || {
                 nix::unistd::setgroups(&gids).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
-        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         cmd.output().unwrap()
     }
 }
@@ -298,15 +366,52 @@ fn r22_groups_decide_who_may_isolate_and_restore_and_refusals_are_recorded() {
     let out = outsider.ctl(&daemon, &["status"]);
     assert!(!out.status.success());
 
-    let out = operator.ctl(&daemon, &["isolate", "asset:term-02", "--reason", "不審な通信", "--emergency"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = operator.ctl(
+        &daemon,
+        &[
+            "isolate",
+            "asset:term-02",
+            "--reason",
+            "不審な通信",
+            "--emergency",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     denied(&topo, Host::Term2, addr(Host::Cs, 443));
-    let out = operator.ctl(&daemon, &["restore", "asset:term-02", "--reason", "x", "--approved-by", "y"]);
+    let out = operator.ctl(
+        &daemon,
+        &[
+            "restore",
+            "asset:term-02",
+            "--reason",
+            "x",
+            "--approved-by",
+            "y",
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sekisho-admin"));
     denied(&topo, Host::Term2, addr(Host::Cs, 443));
-    let out = admin.ctl(&daemon, &["restore", "asset:term-02", "--reason", "確認済み", "--approved-by", "統括責任者"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = admin.ctl(
+        &daemon,
+        &[
+            "restore",
+            "asset:term-02",
+            "--reason",
+            "確認済み",
+            "--approved-by",
+            "統括責任者",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     allowed(&topo, Host::Term2, addr(Host::Cs, 443));
 
     let audit = daemon.ctl_json(&["audit", "show"]).unwrap();
@@ -337,7 +442,12 @@ fn r15_five_violations_within_the_window_isolate_the_offender() {
     let start = Instant::now();
     let mut isolated = false;
     while start.elapsed() < Duration::from_secs(8) {
-        let _ = tcp_probe(&topo, Host::Cs, addr(Host::Internet, 443), Duration::from_millis(200));
+        let _ = tcp_probe(
+            &topo,
+            Host::Cs,
+            addr(Host::Internet, 443),
+            Duration::from_millis(200),
+        );
         if status(&daemon)["isolations"]
             .as_array()
             .unwrap()
@@ -348,7 +458,11 @@ fn r15_five_violations_within_the_window_isolate_the_offender() {
             break;
         }
     }
-    assert!(isolated, "cs01 was isolated automatically: {}", status(&daemon));
+    assert!(
+        isolated,
+        "cs01 was isolated automatically: {}",
+        status(&daemon)
+    );
     let s = status(&daemon);
     let i = &s["isolations"][0];
     assert_eq!(i["operator"], "sekishod");
@@ -356,11 +470,13 @@ fn r15_five_violations_within_the_window_isolate_the_offender() {
     assert_eq!(i["source"], "violations");
     denied(&topo, Host::Term1, addr(Host::Cs, 443));
     let audit = daemon.ctl_json(&["audit", "show"]).unwrap();
-    assert!(audit
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["action"] == "isolate" && e["operator"] == "sekishod"));
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "isolate" && e["operator"] == "sekishod")
+    );
 }
 
 #[test]
@@ -368,7 +484,14 @@ fn an_external_trigger_isolates_as_an_emergency() {
     let (topo, daemon) = setup();
     let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
     let out = daemon
-        .ctl_json(&["trigger", "asset:term-01", "--source", "ids-01", "--reason", "C2 通信を検知"])
+        .ctl_json(&[
+            "trigger",
+            "asset:term-01",
+            "--source",
+            "ids-01",
+            "--reason",
+            "C2 通信を検知",
+        ])
         .unwrap();
     assert_eq!(out["target"], "asset:term-01");
     denied(&topo, Host::Term1, addr(Host::Cs, 443));
@@ -380,8 +503,19 @@ fn an_external_trigger_isolates_as_an_emergency() {
 #[test]
 fn the_operation_history_is_chained_and_tampering_is_named() {
     let (_topo, daemon) = setup();
-    ok(daemon.ctl(&["isolate", "asset:term-01", "--reason", "a", "--emergency"]).unwrap());
-    ok(daemon.ctl(&["restore", "asset:term-01", "--reason", "b", "--approved-by", "c"]).unwrap());
+    ok(daemon
+        .ctl(&["isolate", "asset:term-01", "--reason", "a", "--emergency"])
+        .unwrap());
+    ok(daemon
+        .ctl(&[
+            "restore",
+            "asset:term-01",
+            "--reason",
+            "b",
+            "--approved-by",
+            "c",
+        ])
+        .unwrap());
     let verified = ok(daemon.ctl(&["audit", "verify"]).unwrap());
     assert!(verified.contains("intact"), "{verified}");
     // Someone edits entry 2 behind sekisho's back (dropping the guard triggers first).
@@ -397,4 +531,3 @@ fn the_operation_history_is_chained_and_tampering_is_named() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("entry 2"), "{text}");
 }
-

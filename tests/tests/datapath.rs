@@ -667,3 +667,24 @@ fn denied_lan_packets_are_counted_per_source_for_the_triggers() {
         ]
     );
 }
+
+#[test]
+fn traffic_to_the_gateway_itself_is_left_to_its_input_chain() {
+    let mut dp = datapath("enforce");
+    let to_gw = || Frame::v4("203.0.113.10", "203.0.113.1", L4::tcp(443, 40000));
+    denied(&mut dp, Side::Wan, to_gw(), "unknown_destination");
+    dp.set_local_addresses(&[
+        "203.0.113.1".parse().unwrap(),
+        "2001:db8:ff::1".parse().unwrap(),
+    ])
+    .unwrap();
+    allowed(&mut dp, Side::Wan, to_gw(), "local");
+    allowed(
+        &mut dp,
+        Side::Wan,
+        Frame::v6("2001:db8:ff::64", "2001:db8:ff::1", L4::tcp(22, 40000)),
+        "local",
+    );
+    dp.set_local_addresses(&[]).unwrap();
+    denied(&mut dp, Side::Wan, to_gw(), "unknown_destination");
+}

@@ -33,9 +33,11 @@ pub mod names {
     pub const REASONS: &str = "SEKISHO_REASONS";
     pub const ISOLATED: &str = "SEKISHO_ISOLATED";
     pub const VIOLATIONS: &str = "SEKISHO_VIOLATIONS";
+    pub const LOCAL: &str = "SEKISHO_LOCAL";
     /// Every map, in the order they are pinned.
-    pub const MAPS: [&str; 10] = [
+    pub const MAPS: [&str; 11] = [
         STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, FLOWS4, COUNTERS, REASONS, ISOLATED, VIOLATIONS,
+        LOCAL,
     ];
 }
 
@@ -48,6 +50,8 @@ pub mod capacity {
     pub const RULES: u32 = 1 << 22;
     /// Selectors cut off, both slots together.
     pub const ISOLATED: u32 = 1 << 16;
+    /// The gateway's own addresses.
+    pub const LOCAL: u32 = 1024;
     /// LAN sources whose denied packets are counted.
     pub const VIOLATIONS: u32 = 1 << 14;
     /// Tracked connections, per address family.
@@ -68,7 +72,7 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 /// Layout version of the maps. Pinned maps outlive the daemon; a daemon adopts them only
 /// when they were written with the layout it knows. Bump on any change to a map's key or
 /// value type, size or meaning.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Global state, one entry (index 0) of an array map.
 #[repr(C)]
@@ -302,6 +306,9 @@ pub enum Reason {
     Arp = 4,
     /// IPv6 neighbour discovery (hop limit 255, so never forwarded traffic).
     NeighborDiscovery = 5,
+    /// Addressed to the gateway itself: not forwarded, so its nftables input chain
+    /// (default drop) decides it.
+    Local = 6,
 
     /// No rule allows this flow.
     NoRule = 16,
@@ -331,12 +338,13 @@ pub enum Reason {
 pub const REASONS: u32 = 32;
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Policy,
         Reason::Established,
         Reason::Reply,
         Reason::Arp,
         Reason::NeighborDiscovery,
+        Reason::Local,
         Reason::NoRule,
         Reason::UnknownSource,
         Reason::UnknownDestination,
@@ -362,6 +370,7 @@ impl Reason {
             Reason::Reply => "reply",
             Reason::Arp => "arp",
             Reason::NeighborDiscovery => "neighbor_discovery",
+            Reason::Local => "local",
             Reason::NoRule => "no_rule",
             Reason::UnknownSource => "unknown_source",
             Reason::UnknownDestination => "unknown_destination",

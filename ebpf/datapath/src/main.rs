@@ -60,6 +60,9 @@ static ISOLATED: HashMap<IsolationKey, u8> = HashMap::with_max_entries(capacity:
 static VIOLATIONS: LruPerCpuHashMap<[u8; 16], Violations> =
     LruPerCpuHashMap::with_max_entries(capacity::VIOLATIONS, 0);
 
+#[map(name = "SEKISHO_LOCAL")]
+static LOCAL: HashMap<[u8; 16], u8> = HashMap::with_max_entries(capacity::LOCAL, 0);
+
 #[map(name = "SEKISHO_REASONS")]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS, 0);
 
@@ -216,6 +219,10 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
         }
         off
     };
+    // The gateway's own traffic is not the segment's: its input chain decides.
+    if unsafe { LOCAL.get(&pkt.dst) }.is_some() {
+        return Ok(Reason::Local);
+    }
     // Headers without options or extensions put L4 at a constant offset, which direct
     // packet access reads without a helper call: the path nearly every packet takes.
     const V4_L4: usize = ETH_HLEN + 20;
