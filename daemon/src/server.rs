@@ -311,12 +311,27 @@ impl Daemon {
             Some(d) => format!("reload, to be confirmed within {}s", d.as_secs()),
             None => "reload".to_owned(),
         };
+        let changes = diff::diff(&previous, &config);
         let generation = self.enforce(config, operator, &reason)?;
         self.pending = confirm_within.map(|d| Pending {
             previous,
             deadline: Instant::now() + d,
             generation,
         });
+        // The operation history keeps what the reload changed, flow by flow (R23).
+        let e = Self::entry(
+            operator,
+            "reload",
+            None,
+            Some(reason),
+            "ok".into(),
+            serde_json::json!({
+                "generation": generation,
+                "confirm_within": confirm_within.map(|d| d.as_secs()),
+                "diff": serde_json::to_value(&changes).unwrap_or_default(),
+            }),
+        );
+        self.record(e);
         Ok(generation)
     }
 
@@ -760,19 +775,17 @@ impl Daemon {
             Request::Status => self.status().map(|s| Response::Status(Box::new(s))),
             Request::Reload { confirm_within } => {
                 let r = self.reload(&operator, confirm_within.map(Duration::from_secs));
-                let outcome = match &r {
-                    Ok(_) => "ok".to_owned(),
-                    Err(e) => format!("refused: {e:#}"),
-                };
-                let e = Self::entry(
-                    &operator,
-                    "reload",
-                    None,
-                    None,
-                    outcome,
-                    serde_json::json!({ "confirm_within": confirm_within, "generation": r.as_ref().ok() }),
-                );
-                self.record(e);
+                if let Err(err) = &r {
+                    let e = Self::entry(
+                        &operator,
+                        "reload",
+                        None,
+                        None,
+                        format!("refused: {err:#}"),
+                        serde_json::json!({ "confirm_within": confirm_within }),
+                    );
+                    self.record(e);
+                }
                 r.map(|generation| Response::Reloaded {
                     generation,
                     confirm_within,

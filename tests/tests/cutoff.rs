@@ -531,3 +531,32 @@ fn the_operation_history_is_chained_and_tampering_is_named() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("entry 2"), "{text}");
 }
+
+#[test]
+fn a_slow_client_never_stalls_the_daemon_and_messages_follow_the_locale() {
+    let (_topo, daemon) = setup();
+    // A client that connects and says nothing.
+    let _idle = std::os::unix::net::UnixStream::connect(daemon.socket()).unwrap();
+    let start = Instant::now();
+    ok(daemon.ctl(&["status"]).unwrap());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let out = Command::new(sekisho_testbed::daemon::bin("sekishoctl"))
+        .args(["--socket", daemon.socket().to_str().unwrap()])
+        .args([
+            "isolate",
+            "asset:term-02",
+            "--reason",
+            "点検",
+            "--emergency",
+        ])
+        .env("LANG", "ja_JP.UTF-8")
+        .output()
+        .unwrap();
+    let text = ok(out);
+    assert!(text.contains("切り離しました"), "{text}");
+    // A reload is recorded with what it changed.
+    ok(daemon.ctl(&["reload"]).unwrap());
+    let audit = daemon.ctl_json(&["audit", "show", "--limit", "1"]).unwrap();
+    assert_eq!(audit[0]["action"], "reload");
+    assert!(audit[0]["details"]["diff"].is_object(), "{audit}");
+}
