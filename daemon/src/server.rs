@@ -298,6 +298,35 @@ impl Daemon {
         Ok(generation)
     }
 
+    /// Puts the isolation set of the store in force over the running configuration: the
+    /// kernel first (the cut-off is effective when this store returns), then nftables.
+    /// Returns the generation and the instant the kernel switched.
+    fn apply_isolation(&mut self, operator: &str, reason: &str) -> anyhow::Result<(u32, Instant)> {
+        let cut = targets(&self.isolations)?;
+        let mut policy = self.policy.clone();
+        policy
+            .set_isolation(cut.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let generation = self.datapath.apply(&policy)?;
+        let switched = Instant::now();
+        self.policy = policy;
+        match nft::apply_with(&self.config, &cut) {
+            Ok(snapshot) => self.nft = Some(snapshot),
+            // The kernel already enforces it; the drift check retries nftables.
+            Err(e) => {
+                error!(error = %e, "nftables refused the isolation; the eBPF layer enforces it")
+            }
+        }
+        self.archive.record(
+            generation,
+            &self.config,
+            operator,
+            reason,
+            jiff::Timestamp::now(),
+        )?;
+        Ok((generation, switched))
+    }
+
     /// Re-reads the configuration file; a bad file changes nothing. With `confirm_within`,
     /// the previous policy comes back by itself unless [`Daemon::confirm`] follows in time.
     pub fn reload(
@@ -551,22 +580,18 @@ impl Daemon {
 
     /// Cuts `isolation.target` off in both layers, established connections included, and
     /// records it. Returns the generation and the operation-history reference.
-    fn isolate(&mut self, isolation: Isolation) -> anyhow::Result<(u32, String)> {
+    fn isolate(&mut self, isolation: Isolation) -> anyhow::Result<(u32, String, Instant)> {
         isolation
             .target
             .check(&self.config)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let target = isolation.target.to_string();
-        let generation = if isolation.drill {
-            self.datapath.generation()?
+        let (generation, switched) = if isolation.drill {
+            (self.datapath.generation()?, Instant::now())
         } else {
             self.isolations.isolate(isolation.clone())?;
-            match self.enforce(
-                self.config.clone(),
-                &isolation.operator,
-                &format!("isolate {target}"),
-            ) {
-                Ok(g) => g,
+            match self.apply_isolation(&isolation.operator, &format!("isolate {target}")) {
+                Ok(done) => done,
                 Err(e) => {
                     // Not in force: do not leave it recorded as if it were.
                     let _ = self.isolations.restore(
@@ -605,7 +630,7 @@ impl Daemon {
             .map(|e| e.reference())
             .unwrap_or_else(|| "unrecorded".to_owned());
         warn!(%target, generation, drill = isolation.drill, "isolated");
-        Ok((generation, reference))
+        Ok((generation, reference, switched))
     }
 
     fn restore(
@@ -618,8 +643,7 @@ impl Daemon {
         let lifted = self
             .isolations
             .restore(target, operator, reason, approved_by)?;
-        let generation =
-            self.enforce(self.config.clone(), operator, &format!("restore {target}"))?;
+        let (generation, _) = self.apply_isolation(operator, &format!("restore {target}"))?;
         if let Target::Asset(name) = target {
             self.engine.reset(name);
         }
@@ -656,6 +680,15 @@ impl Daemon {
         };
         let now = Instant::now();
         for (address, total) in counts {
+            // IPv6 housekeeping (MLD, router solicitations from link-local or unspecified
+            // sources) is dropped like anything else but is no sign of an intruder.
+            let housekeeping = match address {
+                std::net::IpAddr::V6(v6) => v6.is_unspecified() || v6.is_unicast_link_local(),
+                std::net::IpAddr::V4(v4) => v4.is_unspecified() || v4.is_link_local(),
+            };
+            if housekeeping {
+                continue;
+            }
             let asset = self
                 .config
                 .assets
@@ -707,7 +740,7 @@ impl Daemon {
                         reference: None,
                     };
                     match self.isolate(isolation) {
-                        Ok((g, r)) => {
+                        Ok((g, r, _)) => {
                             warn!(%target, generation = g, reference = %r, "{reason}: isolated automatically")
                         }
                         Err(e) => {
@@ -925,11 +958,11 @@ impl Daemon {
             since: jiff::Timestamp::now().to_string(),
             reference: None,
         };
-        let (generation, reference) = self.isolate(isolation.clone())?;
+        let (generation, reference, switched) = self.isolate(isolation.clone())?;
         Ok(Response::Isolated {
             target: isolation.target.to_string(),
             generation,
-            took_us: received.elapsed().as_micros() as u64,
+            took_us: switched.saturating_duration_since(received).as_micros() as u64,
             reference,
             drill: isolation.drill,
         })

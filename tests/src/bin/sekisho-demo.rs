@@ -110,6 +110,35 @@ fn attempt(topo: &Topology, s: &Step) -> bool {
     }
 }
 
+/// Tries one step and prints it; true when it did not behave as the policy says.
+fn report(topo: &Topology, s: &Step) -> bool {
+    let proto = match s.traffic {
+        Traffic::Tcp(p) => format!("tcp/{p}"),
+        Traffic::Udp(p) => format!("udp/{p}"),
+        Traffic::Ping => "ping".to_owned(),
+    };
+    let got = attempt(topo, s);
+    let verdict = if got {
+        "\x1b[32mALLOWED\x1b[0m"
+    } else {
+        "\x1b[31mDENIED \x1b[0m"
+    };
+    let mark = if got == s.allow {
+        "✓"
+    } else {
+        "✗ NOT AS THE POLICY SAYS"
+    };
+    println!(
+        "   {verdict} {:<17} → {:<18} {:<9} {} {mark}\n           {}",
+        label(s.from),
+        label(s.to),
+        proto,
+        if s.v6 { "IPv6" } else { "IPv4" },
+        s.why
+    );
+    got != s.allow
+}
+
 fn run(keep: bool) -> anyhow::Result<()> {
     heading("sekisho demo: the 住基ネット segment in network namespaces");
     let topo = Topology::build().context("building the demo topology")?;
@@ -281,35 +310,76 @@ fn run(keep: bool) -> anyhow::Result<()> {
     ];
     let mut failures = 0;
     for s in &steps {
-        let proto = match s.traffic {
-            Traffic::Tcp(p) => format!("tcp/{p}"),
-            Traffic::Udp(p) => format!("udp/{p}"),
-            Traffic::Ping => "ping".to_owned(),
-        };
-        let got = attempt(&topo, s);
-        let verdict = if got {
-            "\x1b[32mALLOWED\x1b[0m"
-        } else {
-            "\x1b[31mDENIED \x1b[0m"
-        };
-        let mark = if got == s.allow {
-            "✓"
-        } else {
-            failures += 1;
-            "✗ NOT AS THE POLICY SAYS"
-        };
-        println!(
-            "   {verdict} {:<17} → {:<18} {:<9} {} {mark}\n           {}",
-            label(s.from),
-            label(s.to),
-            proto,
-            if s.v6 { "IPv6" } else { "IPv4" },
-            s.why
-        );
+        failures += usize::from(report(&topo, s));
     }
 
     heading("4. What the gateway counted");
     show(&daemon, &["status"])?;
+    if failures > 0 {
+        bail!("{failures} step(s) did not behave as the policy says");
+    }
+
+    heading("5. Emergency cut-off (緊急時の切り離し): a terminal is suspected of infection");
+    say("First the plan: what would stop, what stays reachable. Nothing changes yet.");
+    show(&daemon, &["isolate", "asset:term-01", "--plan"])?;
+    show(
+        &daemon,
+        &[
+            "isolate",
+            "asset:term-01",
+            "--reason",
+            "ウイルス感染の疑い",
+            "--approved-by",
+            "セキュリティ統括責任者",
+        ],
+    )?;
+    let cut = [
+        Step {
+            from: Host::Term1,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: false,
+            why: "R11: the isolated terminal is cut off at once",
+        },
+        Step {
+            from: Host::Term2,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: true,
+            why: "the other terminal keeps working",
+        },
+    ];
+    for s in &cut {
+        failures += usize::from(report(&topo, s));
+    }
+    say("It stays cut off across restarts and reboots until an explicit restore (R13).");
+    show(
+        &daemon,
+        &[
+            "restore",
+            "asset:term-01",
+            "--reason",
+            "駆除完了を確認",
+            "--approved-by",
+            "セキュリティ統括責任者",
+        ],
+    )?;
+    failures += usize::from(report(
+        &topo,
+        &Step {
+            from: Host::Term1,
+            to: Host::Cs,
+            v6: false,
+            traffic: Traffic::Tcp(443),
+            allow: true,
+            why: "restored: new connections follow the policy again",
+        },
+    ));
+    say("Every step is in the operation history (操作履歴), chained by SHA-256:");
+    show(&daemon, &["audit", "show", "--limit", "4"])?;
+    show(&daemon, &["audit", "verify"])?;
     drop(tcp);
     if failures > 0 {
         bail!("{failures} step(s) did not behave as the policy says");
