@@ -69,6 +69,24 @@ pub enum Request {
     },
     /// Check the operation history's hash chain.
     AuditVerify,
+    /// Plan a maintenance stop: prior notice now, stop at `start`, restore at `end` (R16).
+    MaintenanceSchedule {
+        start: String,
+        end: String,
+        reason: String,
+        target: Option<String>,
+    },
+    MaintenanceList,
+    /// Withdraw a planned stop before it begins (a cancellation notice goes out).
+    MaintenanceCancel {
+        id: i64,
+    },
+    /// Notices waiting to be delivered, and recent ones.
+    NotifyOutbox,
+    /// Send a test notice to one recipient.
+    NotifyTest {
+        recipient: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +142,20 @@ pub enum Response {
     AuditVerified {
         verification: crate::audit::Verification,
     },
+    Maintenance {
+        window: Box<crate::maintenance::Window>,
+        notices: usize,
+    },
+    MaintenanceList {
+        windows: Vec<crate::maintenance::Window>,
+    },
+    Outbox {
+        pending: Vec<crate::notify::OutboxEntry>,
+        recent: Vec<crate::notify::OutboxEntry>,
+    },
+    NotifyQueued {
+        notices: usize,
+    },
     Error {
         message: String,
     },
@@ -152,6 +184,10 @@ pub struct StatusReport {
     pub degraded: Option<String>,
     /// Isolations in force.
     pub isolations: Vec<crate::isolation::Isolation>,
+    /// Planned stops not yet over.
+    pub maintenance: Vec<crate::maintenance::Window>,
+    /// Notices not yet accepted by their server.
+    pub notifications_pending: u64,
 }
 
 /// What an isolation would do, shown before anything changes.

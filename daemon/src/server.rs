@@ -30,9 +30,11 @@ use crate::control::{
 };
 use crate::datapath::{Datapath, Side};
 use crate::isolation::{Category, Isolation, IsolationStore, Target};
+use crate::maintenance::{Schedule, WindowState};
+use crate::notice::{Event, Templates};
+use crate::notify::{Outbox, Sender};
 use crate::policy::CompiledPolicy;
-use crate::triggers;
-use crate::{diff, nft};
+use crate::{diff, dispatch, nft, triggers};
 
 /// How often both layers are checked against what they should be.
 pub const DRIFT_INTERVAL: Duration = Duration::from_secs(2);
@@ -59,6 +61,23 @@ pub struct Daemon {
     isolations: IsolationStore,
     audit: AuditLog,
     engine: triggers::Engine,
+    outbox: Outbox,
+    templates: Templates,
+    schedule: Schedule,
+    /// Shared with the delivery worker, replaced on reload.
+    sender: Arc<Mutex<Option<Sender>>>,
+}
+
+/// The channels of `config`, or none (notices then wait in the outbox).
+fn sender_for(config: &Config) -> Option<Sender> {
+    config.notify.as_ref()?;
+    match Sender::from_config(config) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(error = %e, "notices cannot be sent; they wait in the outbox");
+            None
+        }
+    }
 }
 
 /// The targets cut off now, as the policy names them.
@@ -74,7 +93,12 @@ fn targets(store: &IsolationStore) -> anyhow::Result<Vec<String>> {
 /// everything that lifts or changes policy for `sekisho-admin`.
 fn required(request: &Request) -> Permission {
     match request {
-        Request::Restore { .. } | Request::Reload { .. } | Request::Confirm => Permission::Admin,
+        Request::Restore { .. }
+        | Request::Reload { .. }
+        | Request::Confirm
+        | Request::MaintenanceSchedule { .. }
+        | Request::MaintenanceCancel { .. }
+        | Request::NotifyTest { .. } => Permission::Admin,
         _ => Permission::Operator,
     }
 }
@@ -193,6 +217,10 @@ impl Daemon {
             }),
         })?;
         let engine = triggers::Engine::new(&config.triggers);
+        let outbox = Outbox::open(&config.daemon.state_dir)?;
+        let schedule = Schedule::open(&config.daemon.state_dir)?;
+        let templates = dispatch::templates_for(&config_path);
+        let sender = Arc::new(Mutex::new(sender_for(&config)));
         Ok(Daemon {
             config_path,
             config,
@@ -206,6 +234,10 @@ impl Daemon {
             isolations,
             audit,
             engine,
+            outbox,
+            templates,
+            schedule,
+            sender,
         })
     }
 
@@ -247,6 +279,13 @@ impl Daemon {
             }),
             degraded: self.degraded.clone(),
             isolations: self.isolations.active()?,
+            maintenance: self
+                .schedule
+                .list()?
+                .into_iter()
+                .filter(|w| matches!(w.state, WindowState::Scheduled | WindowState::Active))
+                .collect(),
+            notifications_pending: self.outbox.pending_count()?,
         })
     }
 
@@ -291,6 +330,7 @@ impl Daemon {
             reason,
             jiff::Timestamp::now(),
         )?;
+        *self.sender.lock().expect("sender lock") = sender_for(&config);
         self.config = config;
         self.policy = policy;
         self.degraded = None;
@@ -502,6 +542,109 @@ impl Daemon {
         }
     }
 
+    /// Queues the notices of `event`; a failure is logged and never stops the caller (the
+    /// cut-off or restore has already happened).
+    fn announce(
+        &mut self,
+        event: &Event,
+        base: &str,
+        reference: Option<&str>,
+        only: Option<&str>,
+    ) -> anyhow::Result<usize> {
+        let n = dispatch::enqueue(
+            &mut self.outbox,
+            &self.templates,
+            &self.config,
+            event,
+            base,
+            reference,
+            only,
+        )?;
+        info!(event = event.name(), notices = n, "notices queued");
+        Ok(n)
+    }
+
+    /// Queues the emergency-stop report of an isolation just put in force (R12, R17).
+    fn report_stop(&mut self, mut isolation: Isolation, reference: &str) {
+        isolation.reference = Some(reference.to_owned());
+        let affected = self.plan(&isolation.target).cut;
+        let event = Event::EmergencyStop {
+            isolation,
+            affected,
+        };
+        if let Err(e) = self.announce(&event, reference, Some(reference), None) {
+            error!(error = %format!("{e:#}"), "cannot queue the emergency-stop report");
+        }
+    }
+
+    /// Starts and ends the planned stops that are due (R16).
+    pub fn check_maintenance(&mut self) {
+        let now = jiff::Timestamp::now();
+        let starts = self.schedule.due_starts(now).unwrap_or_else(|e| {
+            error!(error = %e, "cannot read the maintenance schedule");
+            Vec::new()
+        });
+        for window in starts {
+            let isolation = Isolation {
+                target: window.target.clone(),
+                reason: format!(
+                    "計画停止 (maintenance window {}): {}",
+                    window.id, window.reason
+                ),
+                approved_by: Some(format!(
+                    "maintenance window {} (scheduled by {})",
+                    window.id, window.operator
+                )),
+                emergency: false,
+                category: Category::Failure,
+                level: 1,
+                operator: "sekishod".into(),
+                source: Some("maintenance".into()),
+                drill: false,
+                since: now.to_string(),
+                reference: None,
+            };
+            match self.isolate(isolation) {
+                Ok((g, r, _)) => {
+                    info!(id = window.id, generation = g, reference = %r, "maintenance stop in force")
+                }
+                Err(e) => {
+                    error!(id = window.id, error = %format!("{e:#}"), "maintenance stop failed")
+                }
+            }
+            if let Err(e) = self.schedule.set_state(window.id, WindowState::Active) {
+                error!(id = window.id, error = %e, "cannot mark the window active");
+            }
+            let event = Event::MaintenanceStart {
+                window: window.clone(),
+            };
+            if let Err(e) = self.announce(&event, &format!("MW-{}-start", window.id), None, None) {
+                error!(error = %format!("{e:#}"), "cannot queue the maintenance-start notice");
+            }
+        }
+        let ends = self.schedule.due_ends(now).unwrap_or_default();
+        for window in ends {
+            let approver = format!("maintenance window {}", window.id);
+            if let Err(e) = self.restore(
+                &window.target,
+                "sekishod",
+                "計画停止の終了 (maintenance window over)",
+                &approver,
+            ) {
+                error!(id = window.id, error = %format!("{e:#}"), "maintenance restore failed");
+            }
+            if let Err(e) = self.schedule.set_state(window.id, WindowState::Done) {
+                error!(id = window.id, error = %e, "cannot mark the window done");
+            }
+            let event = Event::MaintenanceEnd {
+                window: window.clone(),
+            };
+            if let Err(e) = self.announce(&event, &format!("MW-{}-end", window.id), None, None) {
+                error!(error = %format!("{e:#}"), "cannot queue the recovery notice");
+            }
+        }
+    }
+
     /// What isolating `target` would cut, and what stays reachable.
     fn plan(&self, target: &Target) -> IsolationPlan {
         let mut cut = Vec::new();
@@ -647,6 +790,7 @@ impl Daemon {
         if let Target::Asset(name) = target {
             self.engine.reset(name);
         }
+        let lifted_for_notice = lifted.clone();
         let entry = NewEntry {
             operator: operator.to_owned(),
             action: "restore".into(),
@@ -666,6 +810,17 @@ impl Daemon {
             .map(|e| e.reference())
             .unwrap_or_else(|| "unrecorded".to_owned());
         info!(%target, generation, "restored");
+        if lifted_for_notice.source.as_deref() != Some("maintenance") {
+            let event = Event::Restore {
+                isolation: lifted_for_notice,
+                restored_by: operator.to_owned(),
+                reason: reason.to_owned(),
+                approved_by: approved_by.to_owned(),
+            };
+            if let Err(e) = self.announce(&event, &reference, Some(&reference), None) {
+                error!(error = %format!("{e:#}"), "cannot queue the recovery report");
+            }
+        }
         Ok((generation, reference))
     }
 
@@ -739,9 +894,10 @@ impl Daemon {
                         since: jiff::Timestamp::now().to_string(),
                         reference: None,
                     };
-                    match self.isolate(isolation) {
+                    match self.isolate(isolation.clone()) {
                         Ok((g, r, _)) => {
-                            warn!(%target, generation = g, reference = %r, "{reason}: isolated automatically")
+                            self.report_stop(isolation, &r);
+                            warn!(%target, generation = g, reference = %r, "{reason}: isolated automatically");
                         }
                         Err(e) => {
                             error!(%target, error = %format!("{e:#}"), "automatic isolation failed")
@@ -898,6 +1054,29 @@ impl Daemon {
                 .transpose()
                 .and_then(|since| Ok(self.audit.list(since, limit)?))
                 .map(|entries| Response::Audit { entries }),
+            Request::MaintenanceSchedule {
+                start,
+                end,
+                reason,
+                target,
+            } => self.schedule_maintenance(&start, &end, &reason, target.as_deref(), &operator),
+            Request::MaintenanceList => self
+                .schedule
+                .list()
+                .map_err(Into::into)
+                .map(|windows| Response::MaintenanceList { windows }),
+            Request::MaintenanceCancel { id } => self.cancel_maintenance(id, &operator),
+            Request::NotifyOutbox => self
+                .outbox
+                .pending()
+                .and_then(|pending| Ok((pending, self.outbox.recent(20)?)))
+                .map_err(Into::into)
+                .map(|(pending, recent)| Response::Outbox { pending, recent }),
+            Request::NotifyTest { recipient } => {
+                let base = format!("TEST-{}", jiff::Timestamp::now().as_millisecond());
+                self.announce(&Event::Test, &base, None, Some(&recipient))
+                    .map(|notices| Response::NotifyQueued { notices })
+            }
             Request::AuditVerify => self
                 .audit
                 .verify()
@@ -959,12 +1138,88 @@ impl Daemon {
             reference: None,
         };
         let (generation, reference, switched) = self.isolate(isolation.clone())?;
+        // Reported at once after the cut-off, never before it (R17).
+        self.report_stop(isolation.clone(), &reference);
         Ok(Response::Isolated {
             target: isolation.target.to_string(),
             generation,
             took_us: switched.saturating_duration_since(received).as_micros() as u64,
             reference,
             drill: isolation.drill,
+        })
+    }
+}
+
+impl Daemon {
+    fn schedule_maintenance(
+        &mut self,
+        start: &str,
+        end: &str,
+        reason: &str,
+        target: Option<&str>,
+        operator: &str,
+    ) -> anyhow::Result<Response> {
+        let time = |t: &str| {
+            t.parse::<jiff::Timestamp>().map_err(|e| {
+                anyhow::anyhow!(
+                    "invalid time {t:?}: {e} (expected RFC 3339, e.g. 2026-12-01T21:00:00+09:00)"
+                )
+            })
+        };
+        let target: Target = target
+            .unwrap_or("all")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        target
+            .check(&self.config)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let window = self.schedule.schedule(
+            time(start)?,
+            time(end)?,
+            reason,
+            target,
+            operator,
+            jiff::Timestamp::now(),
+        )?;
+        let e = Self::entry(
+            operator,
+            "maintenance-schedule",
+            Some(window.target.to_string()),
+            Some(reason.to_owned()),
+            "ok".into(),
+            serde_json::json!({"window": window.id, "start": window.start, "end": window.end}),
+        );
+        self.record(e);
+        // The prior notice goes out now (R16).
+        let event = Event::MaintenanceNotice {
+            window: window.clone(),
+        };
+        let notices = self.announce(&event, &format!("MW-{}-notice", window.id), None, None)?;
+        Ok(Response::Maintenance {
+            window: Box::new(window),
+            notices,
+        })
+    }
+
+    fn cancel_maintenance(&mut self, id: i64, operator: &str) -> anyhow::Result<Response> {
+        let window = self.schedule.cancel(id, operator)?;
+        let e = Self::entry(
+            operator,
+            "maintenance-cancel",
+            Some(window.target.to_string()),
+            None,
+            "ok".into(),
+            serde_json::json!({"window": id}),
+        );
+        self.record(e);
+        let event = Event::MaintenanceCancel {
+            window: window.clone(),
+            by: operator.to_owned(),
+        };
+        let notices = self.announce(&event, &format!("MW-{id}-cancel"), None, None)?;
+        Ok(Response::Maintenance {
+            window: Box::new(window),
+            notices,
         })
     }
 }
@@ -995,6 +1250,15 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     let mut drift = tokio::time::interval(DRIFT_INTERVAL);
     let mut pending = tokio::time::interval(Duration::from_millis(250));
     let mut triggers = tokio::time::interval(Duration::from_secs(1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let d = daemon.lock().expect("daemon lock");
+        deliver_in_background(
+            d.config.daemon.state_dir.clone(),
+            Arc::clone(&d.sender),
+            Arc::clone(&stop),
+        )
+    };
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -1012,7 +1276,11 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
             }
             _ = triggers.tick() => {
                 let d = Arc::clone(&daemon);
-                tokio::task::spawn_blocking(move || d.lock().expect("daemon lock").check_triggers()).await?;
+                tokio::task::spawn_blocking(move || {
+                    let mut d = d.lock().expect("daemon lock");
+                    d.check_triggers();
+                    d.check_maintenance();
+                }).await?;
             }
             _ = pending.tick() => {
                 let d = Arc::clone(&daemon);
@@ -1042,6 +1310,8 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
         }
     }
     info!("stopping; the pinned datapath and the nftables table stay in force");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = worker.join();
     let mut d = daemon.lock().expect("daemon lock");
     let e = Daemon::entry(
         "sekishod",
@@ -1053,6 +1323,34 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     );
     d.record(e);
     Ok(())
+}
+
+/// Delivers queued notices until `stop`: its own connection to the outbox, so a slow
+/// mail server never holds up the daemon; retried with backoff across restarts.
+fn deliver_in_background(
+    state_dir: PathBuf,
+    sender: Arc<Mutex<Option<Sender>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut outbox = match Outbox::open(&state_dir) {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %e, "notice delivery cannot open the outbox");
+                return;
+            }
+        };
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(sender) = sender.lock().expect("sender lock").as_ref() {
+                match crate::notify::deliver_due(&mut outbox, sender, jiff::Timestamp::now()) {
+                    Ok((0, 0)) => {}
+                    Ok((delivered, failed)) => info!(delivered, failed, "notices delivered"),
+                    Err(e) => error!(error = %e, "notice delivery failed"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
 }
 
 /// Removes everything sekisho installed for `config`: pinned programs, links and maps and

@@ -95,6 +95,16 @@ enum Command {
         #[arg(long)]
         level: Option<u8>,
     },
+    /// Planned stops: prior notice now, stop at --start, restore at --end (R16).
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
+    /// Notices to the prefecture, J-LIS and the officers.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// The operation history (操作履歴).
     Audit {
         #[command(subcommand)]
@@ -110,6 +120,35 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MaintenanceCommand {
+    /// Announce a planned stop (the prior notice goes out at once).
+    Schedule {
+        /// RFC 3339, e.g. 2026-12-01T21:00:00+09:00.
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+        #[arg(long)]
+        reason: String,
+        /// What is stopped (default: all).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Planned stops, past and future.
+    List,
+    /// Withdraw a planned stop before it begins (a cancellation notice goes out).
+    Cancel { id: i64 },
+}
+
+#[derive(Subcommand, Debug)]
+enum NotifyCommand {
+    /// What waits to be delivered, and why; recent deliveries.
+    Outbox,
+    /// Send a test notice to one recipient.
+    Test { recipient: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -369,6 +408,115 @@ fn run(options: &Options) -> anyhow::Result<()> {
                 other => unexpected(other),
             }
         }
+        Command::Maintenance { command } => {
+            let request = match command {
+                MaintenanceCommand::Schedule {
+                    start,
+                    end,
+                    reason,
+                    target,
+                } => Request::MaintenanceSchedule {
+                    start: start.clone(),
+                    end: end.clone(),
+                    reason: reason.clone(),
+                    target: target.clone(),
+                },
+                MaintenanceCommand::List => Request::MaintenanceList,
+                MaintenanceCommand::Cancel { id } => Request::MaintenanceCancel { id: *id },
+            };
+            match call(options, &request)? {
+                Response::Maintenance { window, notices } => emit(
+                    options,
+                    serde_json::json!({"window": window, "notices": notices}),
+                    || {
+                        format!(
+                            "maintenance window {} ({}): {} → {}, {} — {}; {notices} notices queued",
+                            window.id,
+                            window.state.as_str(),
+                            window.start,
+                            window.end,
+                            window.target,
+                            window.reason
+                        )
+                    },
+                ),
+                Response::MaintenanceList { windows } => {
+                    emit(options, serde_json::to_value(&windows)?, || {
+                        let mut out = format!(
+                            "{:<4} {:<10} {:<31} {:<31} {:<16} REASON",
+                            "ID", "STATE", "START", "END", "TARGET"
+                        );
+                        for w in &windows {
+                            out.push_str(&format!(
+                                "\n{:<4} {:<10} {:<31} {:<31} {:<16} {}",
+                                w.id,
+                                w.state.as_str(),
+                                w.start,
+                                w.end,
+                                w.target.to_string(),
+                                w.reason
+                            ));
+                        }
+                        out
+                    })
+                }
+                other => unexpected(other),
+            }
+        }
+        Command::Notify {
+            command: NotifyCommand::Outbox,
+        } => match call(options, &Request::NotifyOutbox)? {
+            Response::Outbox { pending, recent } => emit(
+                options,
+                serde_json::json!({"pending": pending, "recent": recent}),
+                || {
+                    let mut out = format!("{} notices waiting", pending.len());
+                    for e in &pending {
+                        out.push_str(&format!(
+                            "\n  {} {} → {} ({}): {} attempts, next {}, last error: {}",
+                            e.notice.event,
+                            e.notice.recipient,
+                            e.notice.channel.destination(),
+                            e.notice.key,
+                            e.attempts,
+                            e.next_attempt_at,
+                            e.last_error.as_deref().unwrap_or("-")
+                        ));
+                    }
+                    out.push_str("\nrecent:");
+                    for e in &recent {
+                        out.push_str(&format!(
+                            "\n  {} {} → {}: {}",
+                            e.notice.event,
+                            e.notice.recipient,
+                            e.notice.channel.destination(),
+                            e.delivered_at
+                                .as_deref()
+                                .map_or("pending".to_owned(), |t| format!("delivered {t}"))
+                        ));
+                    }
+                    out
+                },
+            ),
+            other => unexpected(other),
+        },
+        Command::Notify {
+            command: NotifyCommand::Test { recipient },
+        } => match call(
+            options,
+            &Request::NotifyTest {
+                recipient: recipient.clone(),
+            },
+        )? {
+            Response::NotifyQueued { notices } => {
+                emit(options, serde_json::json!({"notices": notices}), || {
+                    format!(
+                        "{notices} test notices queued for {recipient}; see `sekishoctl notify outbox`"
+                    )
+                })
+            }
+            other => unexpected(other),
+        },
         Command::Audit {
             command: AuditCommand::Show { since, limit },
         } => match call(
@@ -582,6 +730,20 @@ fn print_status(s: &StatusReport) {
     }
     if let Some(why) = &s.degraded {
         println!("  DEGRADED    {why}");
+    }
+    println!(
+        "  notices     {} waiting for delivery",
+        s.notifications_pending
+    );
+    for w in &s.maintenance {
+        println!(
+            "  MAINTENANCE {} {} → {} ({}): {}",
+            w.state.as_str(),
+            w.start,
+            w.end,
+            w.target,
+            w.reason
+        );
     }
     if s.isolations.is_empty() {
         println!("  isolations  none");
