@@ -679,6 +679,14 @@ impl Facts {
                     format!("承認済み (承認者: {approver})"),
                     format!("approved by {approver}"),
                 ),
+                // Why there was no approval: an automatic trigger cuts off on detection; a
+                // manual emergency gives its reason.
+                _ if isolation.operator == DAEMON_OPERATOR => (
+                    "承認を得ずに切り離し(緊急) 理由: 自動検知による即時切断".to_owned(),
+                    "cut off without prior approval (emergency); reason: automatic cut-off on \
+                     detection"
+                        .to_owned(),
+                ),
                 _ => (
                     format!("承認を得ずに切り離し(緊急) 理由: {}", isolation.reason),
                     format!(
@@ -1310,7 +1318,7 @@ mod tests {
                 "■ 対応状況",
                 "原因:",
                 "対応:     2026年11月23日(月) 21:49 JST (令和8年11月23日) に 機器 cs01 (asset:cs01)",
-                "承認を得ずに切り離し(緊急) 理由: CS から未登録の宛先",
+                "承認:     承認を得ずに切り離し(緊急) 理由: 自動検知による即時切断\n",
                 "操作者:   sekishod (自動切断)",
                 "- asset:cs01 (192.0.2.10, 2001:db8::10)\n- asset:cs01-bk (192.0.2.11)\n",
                 "参照番号: OP-000042-1a2b3c4d",
@@ -1327,7 +1335,7 @@ mod tests {
                 "threat level 2",
                 "Occurred:       Mon 2026-11-23 21:49 JST (12:49 UTC)",
                 "host cs01 (asset:cs01) cut off at Mon 2026-11-23 21:49 JST",
-                "cut off without prior approval (emergency); reason: CS から",
+                "cut off without prior approval (emergency); reason: automatic cut-off on detection",
                 "Operator:       sekishod (automatic)",
                 "Detected by:    suricata",
                 "- asset:cs01-bk (192.0.2.11)",
@@ -1746,8 +1754,15 @@ mod tests {
         std::fs::write(dir.0.join("emergency-stop.txt"), "misnamed").unwrap();
         let templates = Templates::load(&dir.0).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(templates.overrides(), [dir.0.join("emergency_stop.txt")]);
+        // A manual emergency cut-off: the operator's reason is why there was no approval.
+        let mut manual = isolation();
+        manual.operator = "tanaka".into();
+        let event = Event::EmergencyStop {
+            isolation: manual,
+            affected: vec![],
+        };
         let r = templates
-            .render(&stop(), &ctx(RecipientKind::Prefecture))
+            .render(&event, &ctx(RecipientKind::Prefecture))
             .unwrap();
         assert_eq!(
             r.subject,

@@ -14,6 +14,7 @@
 pub mod daemon;
 pub mod netns;
 pub mod plan;
+pub mod servers;
 mod topology;
 mod traffic;
 

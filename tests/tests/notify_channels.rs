@@ -5,20 +5,14 @@
 //! Every process started here is killed by its PID when its guard drops, every wait is
 //! bounded, and everything listens on 127.0.0.1 only.
 
-use std::io::BufRead;
-use std::io::BufReader;
 use std::io::Read;
 use std::net::TcpListener;
 use std::net::TcpStream;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::path::PathBuf;
-use std::process::Child;
-use std::process::Command;
-use std::process::Stdio;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -35,97 +29,7 @@ const DEMO: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs
 const SECRET: &str = "sekisho-webhook-test-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
-const SMTP_SERVER: &str = r#"
-# A loopback SMTP server that stores each message: N.eml (raw) and N.json (decoded).
-import json, os, sys, time, email, email.header, email.policy
-from aiosmtpd.controller import Controller
-
-port, out = int(sys.argv[1]), sys.argv[2]
-
-class Store:
-    count = 0
-    async def handle_DATA(self, server, session, envelope):
-        Store.count += 1
-        base = os.path.join(out, "%d" % Store.count)
-        raw = envelope.content if isinstance(envelope.content, bytes) else envelope.content.encode()
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        decoded = {
-            "mail_from": envelope.mail_from,
-            "rcpt_tos": envelope.rcpt_tos,
-            # RFC 2047 decoding of the raw header: Python's address parser keeps the space
-            # between two encoded-words of one display name, which RFC 2047 §6.2 drops.
-            "from": str(email.header.make_header(email.header.decode_header(
-                email.message_from_bytes(raw)["From"]))),
-            "to": str(msg["To"]),
-            "subject": str(msg["Subject"]),
-            "message_id": str(msg["Message-ID"]),
-            "key": msg["X-Sekisho-Key"],
-            "reference": msg["X-Sekisho-Reference"],
-            "drill": msg["X-Sekisho-Drill"],
-            "content_type": msg.get_content_type(),
-            "charset": msg.get_content_charset(),
-            "body": msg.get_content(),
-        }
-        with open(base + ".eml.tmp", "wb") as f:
-            f.write(raw)
-        with open(base + ".json.tmp", "w", encoding="utf-8") as f:
-            json.dump(decoded, f, ensure_ascii=False)
-        os.rename(base + ".eml.tmp", base + ".eml")
-        os.rename(base + ".json.tmp", base + ".json")
-        return "250 OK stored"
-
-controller = Controller(Store(), hostname="127.0.0.1", port=port)
-controller.start()
-print("READY", flush=True)
-while True:
-    time.sleep(3600)
-"#;
-
-const WEBHOOK_RECEIVER: &str = r#"
-# A loopback webhook receiver: checks the sekisho signature, stores accepted bodies.
-import hashlib, hmac, json, os, sys, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-secret, out = open(sys.argv[1], "rb").read().strip(), sys.argv[2]
-count = 0
-
-class Handler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        global count
-        raw = self.rfile.read(int(self.headers["Content-Length"]))
-        ts = self.headers.get("X-Sekisho-Timestamp", "")
-        sig = self.headers.get("X-Sekisho-Signature", "")
-        mac = hmac.new(secret, ts.encode() + b"." + raw, hashlib.sha256).hexdigest()
-        fresh = ts.isdigit() and abs(time.time() - int(ts)) <= 300
-        if not (fresh and hmac.compare_digest("sha256=" + mac, sig)):
-            self.send_response(401)
-            self.end_headers()
-            self.wfile.write(b"bad signature")
-            return
-        count += 1
-        record = {
-            "path": self.path,
-            "content_type": self.headers["Content-Type"],
-            "idempotency_key": self.headers["Idempotency-Key"],
-            "timestamp": ts,
-            "signature": sig,
-            "body": json.loads(raw),
-        }
-        path = os.path.join(out, "%d.json" % count)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(record, f, ensure_ascii=False)
-        os.rename(path + ".tmp", path)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-print("READY %d" % server.server_address[1], flush=True)
-server.serve_forever()
-"#;
+use sekisho_testbed::servers::{self, KillOnDrop, ensure_aiosmtpd};
 
 /// A directory removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
@@ -160,71 +64,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A child process killed (SIGKILL, by its PID) and reaped on drop.
-struct KillOnDrop {
-    child: Child,
-    what: &'static str,
-}
-
-impl KillOnDrop {
-    /// Starts `python3 -u SCRIPT ARGS…` and waits for its `READY…` line; returns the line.
-    fn python(what: &'static str, script: &Path, args: &[&str]) -> (KillOnDrop, String) {
-        let mut child = Command::new("python3")
-            .arg("-u")
-            .arg(script)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {what}: {err}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let guard = KillOnDrop { child, what };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Drain the rest so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
-        match rx.recv_timeout(WAIT) {
-            Ok(line) if line.starts_with("READY") => (guard, line),
-            Ok(line) => panic!("{what} said {line:?} instead of READY"),
-            Err(_) => panic!("{what} did not get ready within {WAIT:?}"),
-        }
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = self.child.id();
-        if let Err(err) = self.child.kill() {
-            eprintln!("kill {} (pid {pid}): {err}", self.what);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Installs `aiosmtpd` for the test's python3 when it is missing.
-fn ensure_aiosmtpd() {
-    let present = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if present {
-        return;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "aiosmtpd"])
-        .status()
-        .unwrap_or_else(|err| panic!("run pip: {err}"));
-    assert!(status.success(), "python3 -m pip install aiosmtpd failed");
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -335,13 +174,7 @@ fn wait_for_json(dir: &Path, count: usize) -> Vec<serde_json::Value> {
 }
 
 fn start_smtp(tmp: &TempDir, port: u16, out: &Path) -> KillOnDrop {
-    let script = tmp.path("smtp_server.py");
-    std::fs::write(&script, SMTP_SERVER).expect("write smtp script");
-    let (guard, _) = KillOnDrop::python(
-        "aiosmtpd",
-        &script,
-        &[&port.to_string(), &out.to_string_lossy()],
-    );
+    let guard = servers::start_smtp(&tmp.0, port, out, None);
     wait_for_port(port);
     guard
 }
@@ -484,17 +317,7 @@ fn webhook_is_signed_and_a_wrong_secret_is_rejected() {
     let out = tmp.subdir("hooks");
     let receiver_key = tmp.path("receiver.key");
     std::fs::write(&receiver_key, format!("{SECRET}\n")).expect("write receiver key");
-    let script = tmp.path("webhook_receiver.py");
-    std::fs::write(&script, WEBHOOK_RECEIVER).expect("write receiver script");
-    let (_receiver, ready) = KillOnDrop::python(
-        "webhook receiver",
-        &script,
-        &[&receiver_key.to_string_lossy(), &out.to_string_lossy()],
-    );
-    let port: u16 = ready
-        .strip_prefix("READY ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("receiver said {ready:?}"));
+    let (_receiver, port) = servers::start_webhook(&tmp.0, &receiver_key, &out, None);
     let url = format!("http://127.0.0.1:{port}/hooks/sekisho");
 
     let sekisho_key = tmp.path("webhook.key");

@@ -532,3 +532,12 @@ fn deliver_due_over_unix_syslog() {
         (0, 0)
     );
 }
+
+#[test]
+fn worker_thread_can_own_outbox_and_sender() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Outbox>();
+    send::<Sender>();
+    sync::<Sender>();
+}
