@@ -570,6 +570,54 @@ pub struct Recipient {
     pub email: Option<String>,
     /// An `http://` or `https://` URL.
     pub webhook: Option<String>,
+    /// When this contact is reached (night and holiday contacts of the 緊急時連絡網).
+    pub reach: Reach,
+}
+
+/// When a recipient is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// Always (the default).
+    #[default]
+    Always,
+    /// Only within `[hours.NAME]` (`hours = "NAME"`).
+    Within(String),
+    /// Only outside `[hours.NAME]` (`outside = "NAME"`): the night and holiday contact.
+    Outside(String),
+}
+
+impl Hours {
+    /// Whether `weekday` (Monday = 1 … Sunday = 7) at `time` on `date` (`YYYY-MM-DD`) is
+    /// within these hours. National holidays are not known yet (the terminal-hours work
+    /// adds them): until then they count as working days, so a holiday contact limited to
+    /// out-of-hours is reached at night and at weekends only.
+    pub fn contains(&self, date: &str, weekday: u8, time: TimeOfDay) -> bool {
+        (1..=5).contains(&weekday)
+            && !self.closed.iter().any(|d| d == date)
+            && self.weekdays.contains(time)
+    }
+}
+
+impl Recipient {
+    /// Whether the recipient is to be reached at `date`, `weekday`, `time` (JST).
+    pub fn reached(
+        &self,
+        hours: &BTreeMap<String, Hours>,
+        date: &str,
+        weekday: u8,
+        time: TimeOfDay,
+    ) -> bool {
+        match &self.reach {
+            Reach::Always => true,
+            Reach::Within(name) => hours
+                .get(name)
+                .is_none_or(|h| h.contains(date, weekday, time)),
+            Reach::Outside(name) => hours
+                .get(name)
+                .is_none_or(|h| !h.contains(date, weekday, time)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -85,8 +85,17 @@ pub fn enqueue(
         }
         _ => false,
     };
+    let now = jiff::Timestamp::now();
     let recipients: Vec<&Recipient> = match only {
-        None => config.recipients.iter().collect(),
+        // Day contacts by day, night and holiday contacts outside working hours.
+        None => {
+            let (date, weekday, time) = jst_clock(now);
+            config
+                .recipients
+                .iter()
+                .filter(|r| r.reached(&config.hours, &date, weekday, time))
+                .collect()
+        }
         Some(name) => {
             let r = config
                 .recipients
@@ -104,7 +113,6 @@ pub fn enqueue(
             vec![r]
         }
     };
-    let now = jiff::Timestamp::now();
     let mut queued = 0;
     let mut syslog_done = false;
     for recipient in recipients {
@@ -164,4 +172,108 @@ pub fn enqueue(
         }
     }
     Ok(queued)
+}
+
+/// Date (`YYYY-MM-DD`), weekday (Monday = 1) and time of day in Japan at `t`.
+pub fn jst_clock(t: jiff::Timestamp) -> (String, u8, crate::config::TimeOfDay) {
+    let jst = jiff::tz::TimeZone::fixed(jiff::tz::offset(9));
+    let z = t.to_zoned(jst);
+    (
+        z.date().to_string(),
+        z.weekday().to_monday_one_offset() as u8,
+        crate::config::TimeOfDay {
+            hour: z.hour() as u8,
+            minute: z.minute() as u8,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn config(extra: &str) -> Config {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo.toml");
+        let text = std::fs::read_to_string(path).unwrap() + extra;
+        Config::parse_str(&text, Path::new(path)).expect("valid")
+    }
+
+    const CONTACTS: &str = r#"
+[hours.office]
+weekdays = "09:00-17:30"
+
+[[recipient]]
+name = "日中の担当"
+kind = "security_chief"
+email = "day@city.example.jp"
+hours = "office"
+
+[[recipient]]
+name = "夜間・休日の担当"
+kind = "security_chief"
+email = "night@city.example.jp"
+outside = "office"
+
+[[recipient]]
+name = "J-LIS"
+kind = "jlis"
+webhook = "https://jlis.example.jp/hooks"
+
+[notify]
+municipality = "宮若市"
+sender = "宮若市 <juki-admin@city.example.jp>"
+smtp = { host = "127.0.0.1", port = 25 }
+"#;
+
+    fn reached(c: &Config, t: &str) -> Vec<String> {
+        let (date, weekday, time) = jst_clock(t.parse().unwrap());
+        c.recipients
+            .iter()
+            .filter(|r| r.reached(&c.hours, &date, weekday, time))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn night_and_holiday_contacts_are_reached_outside_office_hours_only() {
+        let c = config(CONTACTS);
+        // Monday 2026-11-23 10:00 JST.
+        assert_eq!(reached(&c, "2026-11-23T01:00:00Z"), ["日中の担当", "J-LIS"]);
+        // Monday 22:00 JST.
+        assert_eq!(
+            reached(&c, "2026-11-23T13:00:00Z"),
+            ["夜間・休日の担当", "J-LIS"]
+        );
+        // Saturday 10:00 JST.
+        assert_eq!(
+            reached(&c, "2026-11-28T01:00:00Z"),
+            ["夜間・休日の担当", "J-LIS"]
+        );
+    }
+
+    #[test]
+    fn a_contact_hours_must_exist_and_be_one_of_within_or_outside() {
+        let bad = CONTACTS.replace("outside = \"office\"", "outside = \"nights\"");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo.toml");
+        let text = std::fs::read_to_string(path).unwrap() + &bad;
+        let err = Config::parse_str(&text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown hours \"nights\" in recipient"),
+            "{err}"
+        );
+        let both = CONTACTS.replace(
+            "outside = \"office\"",
+            "outside = \"office\"\nhours = \"office\"",
+        );
+        let err = Config::parse_str(
+            &(std::fs::read_to_string(path).unwrap() + &both),
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("both hours and outside"), "{err}");
+    }
 }

@@ -107,6 +107,8 @@ pub(super) struct RawRecipient {
     pub kind: Spanned<String>,
     pub email: Option<Spanned<String>>,
     pub webhook: Option<Spanned<String>>,
+    pub hours: Option<Spanned<String>>,
+    pub outside: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -135,7 +135,7 @@ impl Checker<'_> {
         let index = AssetIndex::new(&assets);
         let rules = self.rules(&raw.rules, &Names::new(&assets, &index, &peers))?;
         let triggers = triggers(raw.triggers)?;
-        let recipients = self.recipients(&raw.recipients)?;
+        let recipients = self.recipients(&raw.recipients, &hours)?;
         let notify = match &raw.notify {
             Some(notify) => Some(notify_section(notify.get_ref())?),
             None => None,
@@ -304,7 +304,11 @@ impl Checker<'_> {
         Ok(rules)
     }
 
-    fn recipients(&self, raw: &[Spanned<RawRecipient>]) -> Check<Vec<Recipient>> {
+    fn recipients(
+        &self,
+        raw: &[Spanned<RawRecipient>],
+        hours: &BTreeMap<String, Hours>,
+    ) -> Check<Vec<Recipient>> {
         let mut recipients = Vec::with_capacity(raw.len());
         let mut first_seen: BTreeMap<&str, Range<usize>> = BTreeMap::new();
         for spanned in raw {
@@ -355,7 +359,37 @@ impl Checker<'_> {
                     ),
                 );
             }
+            let known = |written: &Spanned<String>| -> Check<String> {
+                if hours.contains_key(written.get_ref()) {
+                    return Ok(written.get_ref().clone());
+                }
+                let names: Vec<&str> = hours.keys().map(String::as_str).collect();
+                fail(
+                    written.span(),
+                    format!(
+                        "unknown hours {:?} in recipient {name:?} (known hours: {})",
+                        written.get_ref(),
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                )
+            };
+            let reach = match (&entry.hours, &entry.outside) {
+                (Some(_), Some(outside)) => {
+                    return fail(
+                        outside.span(),
+                        format!("recipient {name:?} has both hours and outside; give one"),
+                    );
+                }
+                (Some(within), None) => crate::config::Reach::Within(known(within)?),
+                (None, Some(outside)) => crate::config::Reach::Outside(known(outside)?),
+                (None, None) => crate::config::Reach::Always,
+            };
             recipients.push(Recipient {
+                reach,
                 name,
                 kind,
                 email,
