@@ -24,13 +24,8 @@
 //! then has an empty interval (`superseded_at < applied_at`), [`Archive::at`] prefers the
 //! highest generation whose interval contains the instant, and a warning is logged.
 
-use std::fs::DirBuilder;
-use std::fs::OpenOptions;
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::fmt::temporal::DateTimePrinter;
@@ -42,6 +37,8 @@ use sha2::Digest;
 use sha2::Sha256;
 
 use crate::config::Config;
+use crate::store;
+use crate::store::StoreError;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "sekisho.db";
@@ -61,9 +58,6 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX policy_generations_applied_at ON policy_generations (applied_at);",
 ];
-
-/// How long a writer waits for another (e.g. `sekishoctl` reading while `sekishod` records).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Seconds from the Unix epoch back to 0000-01-01T00:00:00Z.
 const YEAR_ZERO_SECOND: i64 = -62_167_219_200;
@@ -106,42 +100,8 @@ pub struct EntrySummary {
 /// Why the archive could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("cannot create state directory {}", .path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create policy archive {}", .path.display())]
-    CreateFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open policy archive {}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("policy archive {} would not switch to WAL journal mode (got {mode:?})", .path.display())]
-    NotWal { path: PathBuf, mode: String },
-    #[error(
-        "policy archive {} has schema version {found}, newer than this sekisho knows ({known})",
-        .path.display()
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("cannot migrate policy archive {} to schema version {to}", .path.display())]
-    Migrate {
-        path: PathBuf,
-        to: i64,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(
         "generation {generation} cannot be archived: generation {last} is already archived \
          and generations only grow"
@@ -184,79 +144,10 @@ impl std::fmt::Debug for Archive {
 
 impl Archive {
     /// Opens `<state_dir>/sekisho.db`, creating the directory (mode 0750), the file (0640)
-    /// and the schema as needed.
+    /// and the schema as needed (see [`crate::store`]).
     pub fn open(state_dir: &Path) -> Result<Archive, ArchiveError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(state_dir)
-            .map_err(|source| ArchiveError::CreateDir {
-                path: state_dir.to_owned(),
-                source,
-            })?;
-        let path = state_dir.join(DB_FILE);
-        // SQLite would create it with the umask's mode; it and its -wal/-shm follow this one.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(ArchiveError::CreateFile { path, source }),
-        }
-        let open_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ArchiveError::Open { path, source }
-        };
-        let conn = Connection::open(&path).map_err(open_err(&path))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err(&path))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err(&path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(ArchiveError::NotWal { path, mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err(&path))?;
-        let mut archive = Archive { conn, path };
-        archive.migrate()?;
-        Ok(archive)
-    }
-
-    /// Brings the schema up to `MIGRATIONS.len()`, one transaction per step.
-    fn migrate(&mut self) -> Result<(), ArchiveError> {
-        let known = MIGRATIONS.len() as i64;
-        let found: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|source| self.query_err("read the schema version", source))?;
-        if found > known {
-            return Err(ArchiveError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
-        }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-            let to = step as i64 + 1;
-            let path = self.path.clone();
-            let err = |source| ArchiveError::Migrate {
-                path: path.clone(),
-                to,
-                source,
-            };
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", to).map_err(err)?;
-            tx.commit().map_err(err)?;
-            tracing::info!(path = %self.path.display(), version = to, "policy archive schema migrated");
-        }
-        Ok(())
+        let (conn, path) = store::open(state_dir, DB_FILE, MIGRATIONS, "policy archive")?;
+        Ok(Archive { conn, path })
     }
 
     /// Archives `config` as `generation`, in force from `at`, and marks the previous current
@@ -782,7 +673,10 @@ mod tests {
         drop(conn);
         let err = Archive::open(&tmp.state()).expect_err("newer schema");
         assert!(
-            matches!(err, ArchiveError::TooNew { found: 99, .. }),
+            matches!(
+                err,
+                ArchiveError::Store(StoreError::TooNew { found: 99, .. })
+            ),
             "{err:?}"
         );
     }

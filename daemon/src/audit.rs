@@ -94,15 +94,12 @@
 //! consistently. What anchors it outside the machine is [`Entry::reference`], which carries
 //! the start of the hash into every notice sent out.
 
-use std::fs::DirBuilder;
 use std::fs::File;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::fmt::temporal::DateTimePrinter;
@@ -112,6 +109,9 @@ use rusqlite::TransactionBehavior;
 use rusqlite::params;
 use sha2::Digest;
 use sha2::Sha256;
+
+use crate::store;
+use crate::store::StoreError;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "operations.db";
@@ -152,9 +152,6 @@ const MIGRATIONS: &[&str] = &[
          SELECT RAISE(ABORT, 'the operation history is append-only: DELETE refused');
      END;",
 ];
-
-/// How long a writer waits for another (e.g. `sekishoctl audit show` while `sekishod` appends).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const COLUMNS: &str = "seq, time, operator, action, target, reason, approver, emergency, \
                        outcome, details, prev_hash, hash";
@@ -219,42 +216,8 @@ pub enum Verification {
 /// Why the operation history could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("cannot create state directory {}", .path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create operation history {}", .path.display())]
-    CreateFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open operation history {}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("operation history {} would not switch to WAL journal mode (got {mode:?})", .path.display())]
-    NotWal { path: PathBuf, mode: String },
-    #[error(
-        "operation history {} has schema version {found}, newer than this sekisho knows ({known})",
-        .path.display()
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("cannot migrate operation history {} to schema version {to}", .path.display())]
-    Migrate {
-        path: PathBuf,
-        to: i64,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot {action} in operation history {}", .path.display())]
     Query {
         path: PathBuf,
@@ -410,85 +373,18 @@ impl Row {
 
 impl AuditLog {
     /// Opens `<state_dir>/operations.db`, creating the directory (mode 0750), the file
-    /// (0640), the schema and, for an empty history, the head file (0640) as needed.
+    /// (0640), the schema (see [`crate::store`]) and, for an empty history, the head file
+    /// (0640) as needed.
     pub fn open(state_dir: &Path) -> Result<AuditLog, AuditError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(state_dir)
-            .map_err(|source| AuditError::CreateDir {
-                path: state_dir.to_owned(),
-                source,
-            })?;
-        let path = state_dir.join(DB_FILE);
-        // SQLite would create it with the umask's mode; it and its -wal/-shm follow this one.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(AuditError::CreateFile { path, source }),
-        }
-        let open_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| AuditError::Open { path, source }
-        };
-        let conn = Connection::open(&path).map_err(open_err(&path))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err(&path))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err(&path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(AuditError::NotWal { path, mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err(&path))?;
-        let mut log = AuditLog {
+        let (conn, path) = store::open(state_dir, DB_FILE, MIGRATIONS, "operation history")?;
+        let log = AuditLog {
             conn,
             path,
             head_path: state_dir.join(HEAD_FILE),
             dir: state_dir.to_owned(),
         };
-        log.migrate()?;
         log.create_head_if_empty()?;
         Ok(log)
-    }
-
-    /// Brings the schema up to `MIGRATIONS.len()`, one transaction per step.
-    fn migrate(&mut self) -> Result<(), AuditError> {
-        let known = MIGRATIONS.len() as i64;
-        let found: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|source| self.query_err("read the schema version", source))?;
-        if found > known {
-            return Err(AuditError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
-        }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-            let to = step as i64 + 1;
-            let path = self.path.clone();
-            let err = |source| AuditError::Migrate {
-                path: path.clone(),
-                to,
-                source,
-            };
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", to).map_err(err)?;
-            tx.commit().map_err(err)?;
-            tracing::info!(path = %self.path.display(), version = to, "operation history schema migrated");
-        }
-        Ok(())
     }
 
     /// Writes `0 000…0` to a missing head file of an empty history, never over an existing
@@ -1575,7 +1471,7 @@ mod tests {
             .expect("set version");
         let err = AuditLog::open(&tmp.state()).expect_err("newer schema");
         assert!(
-            matches!(err, AuditError::TooNew { found: 99, .. }),
+            matches!(err, AuditError::Store(StoreError::TooNew { found: 99, .. })),
             "{err:?}"
         );
     }

@@ -23,14 +23,9 @@
 //! isolation and is restored on its own.
 
 use std::fmt;
-use std::fs::DirBuilder;
-use std::fs::OpenOptions;
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::fmt::temporal::DateTimePrinter;
@@ -40,6 +35,8 @@ use rusqlite::TransactionBehavior;
 use rusqlite::params;
 
 use crate::config::Config;
+use crate::store;
+use crate::store::StoreError;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "isolation.db";
@@ -75,9 +72,6 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX isolations_open ON isolations (target, drill)
          WHERE restored_at IS NULL;",
 ];
-
-/// How long a writer waits for another connection to the same file.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const COLUMNS: &str = "id, target, reason, approved_by, emergency, category, level, operator, \
                        source, drill, since, reference, restored_at, restored_by, \
@@ -348,42 +342,8 @@ pub struct IsolationRecord {
 /// Why an isolation could not be recorded, restored or read.
 #[derive(Debug, thiserror::Error)]
 pub enum IsolationError {
-    #[error("cannot create state directory {}", .path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create isolation database {}", .path.display())]
-    CreateFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open isolation database {}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("isolation database {} would not switch to WAL journal mode (got {mode:?})", .path.display())]
-    NotWal { path: PathBuf, mode: String },
-    #[error(
-        "isolation database {} has schema version {found}, newer than this sekisho knows ({known})",
-        .path.display()
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("cannot migrate isolation database {} to schema version {to}", .path.display())]
-    Migrate {
-        path: PathBuf,
-        to: i64,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot {action} in isolation database {}", .path.display())]
     Query {
         path: PathBuf,
@@ -437,79 +397,10 @@ impl fmt::Debug for IsolationStore {
 
 impl IsolationStore {
     /// Opens `<state_dir>/isolation.db`, creating the directory (mode 0750), the file
-    /// (0640) and the schema as needed.
+    /// (0640) and the schema as needed (see [`crate::store`]).
     pub fn open(state_dir: &Path) -> Result<IsolationStore, IsolationError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(state_dir)
-            .map_err(|source| IsolationError::CreateDir {
-                path: state_dir.to_owned(),
-                source,
-            })?;
-        let path = state_dir.join(DB_FILE);
-        // SQLite would create it with the umask's mode; it and its -wal/-shm follow this one.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(IsolationError::CreateFile { path, source }),
-        }
-        let open_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| IsolationError::Open { path, source }
-        };
-        let conn = Connection::open(&path).map_err(open_err(&path))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err(&path))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err(&path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(IsolationError::NotWal { path, mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err(&path))?;
-        let mut store = IsolationStore { conn, path };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    /// Brings the schema up to `MIGRATIONS.len()`, one transaction per step.
-    fn migrate(&mut self) -> Result<(), IsolationError> {
-        let known = MIGRATIONS.len() as i64;
-        let found: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|source| self.query_err("read the schema version", source))?;
-        if found > known {
-            return Err(IsolationError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
-        }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-            let to = step as i64 + 1;
-            let path = self.path.clone();
-            let err = |source| IsolationError::Migrate {
-                path: path.clone(),
-                to,
-                source,
-            };
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", to).map_err(err)?;
-            tx.commit().map_err(err)?;
-            tracing::info!(path = %self.path.display(), version = to, "isolation database schema migrated");
-        }
-        Ok(())
+        let (conn, path) = store::open(state_dir, DB_FILE, MIGRATIONS, "isolation database")?;
+        Ok(IsolationStore { conn, path })
     }
 
     /// The isolations in force now, ordered by target. Drills are never among them.
@@ -1283,7 +1174,10 @@ mod tests {
         drop(conn);
         let err = IsolationStore::open(&tmp.state()).expect_err("newer schema");
         assert!(
-            matches!(err, IsolationError::TooNew { found: 99, .. }),
+            matches!(
+                err,
+                IsolationError::Store(StoreError::TooNew { found: 99, .. })
+            ),
             "{err:?}"
         );
     }

@@ -21,4 +21,5 @@ pub mod notify;
 pub mod paths;
 pub mod policy;
 pub mod server;
+pub mod store;
 pub mod triggers;

@@ -19,14 +19,9 @@
 //!   `cancelled`; rows are never deleted, so the table is the history.
 
 use std::fmt;
-use std::fs::DirBuilder;
-use std::fs::OpenOptions;
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::fmt::temporal::DateTimePrinter;
@@ -36,6 +31,8 @@ use rusqlite::TransactionBehavior;
 use rusqlite::params;
 
 use crate::isolation::Target;
+use crate::store;
+use crate::store::StoreError;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "maintenance.db";
@@ -59,9 +56,6 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX windows_state_start ON windows (state, start_at);",
 ];
-
-/// How long a writer waits for another connection to the same file.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Seconds from the Unix epoch back to 0000-01-01T00:00:00Z.
 const YEAR_ZERO_SECOND: i64 = -62_167_219_200;
@@ -183,42 +177,8 @@ impl Window {
 /// Why a window could not be scheduled, changed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
-    #[error("cannot create state directory {}", .path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create maintenance database {}", .path.display())]
-    CreateFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open maintenance database {}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("maintenance database {} would not switch to WAL journal mode (got {mode:?})", .path.display())]
-    NotWal { path: PathBuf, mode: String },
-    #[error(
-        "maintenance database {} has schema version {found}, newer than this sekisho knows ({known})",
-        .path.display()
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("cannot migrate maintenance database {} to schema version {to}", .path.display())]
-    Migrate {
-        path: PathBuf,
-        to: i64,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot {action} in maintenance database {}", .path.display())]
     Query {
         path: PathBuf,
@@ -285,79 +245,10 @@ impl fmt::Debug for Schedule {
 
 impl Schedule {
     /// Opens `<state_dir>/maintenance.db`, creating the directory (mode 0750), the file
-    /// (0640) and the schema as needed.
+    /// (0640) and the schema as needed (see [`crate::store`]).
     pub fn open(state_dir: &Path) -> Result<Schedule, MaintenanceError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(state_dir)
-            .map_err(|source| MaintenanceError::CreateDir {
-                path: state_dir.to_owned(),
-                source,
-            })?;
-        let path = state_dir.join(DB_FILE);
-        // SQLite would create it with the umask's mode; it and its -wal/-shm follow this one.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(MaintenanceError::CreateFile { path, source }),
-        }
-        let open_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| MaintenanceError::Open { path, source }
-        };
-        let conn = Connection::open(&path).map_err(open_err(&path))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err(&path))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err(&path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(MaintenanceError::NotWal { path, mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err(&path))?;
-        let mut schedule = Schedule { conn, path };
-        schedule.migrate()?;
-        Ok(schedule)
-    }
-
-    /// Brings the schema up to `MIGRATIONS.len()`, one transaction per step.
-    fn migrate(&mut self) -> Result<(), MaintenanceError> {
-        let known = MIGRATIONS.len() as i64;
-        let found: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(|source| self.query_err("read the schema version", source))?;
-        if found > known {
-            return Err(MaintenanceError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
-        }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-            let to = step as i64 + 1;
-            let path = self.path.clone();
-            let err = |source| MaintenanceError::Migrate {
-                path: path.clone(),
-                to,
-                source,
-            };
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", to).map_err(err)?;
-            tx.commit().map_err(err)?;
-            tracing::info!(path = %self.path.display(), version = to, "maintenance database schema migrated");
-        }
-        Ok(())
+        let (conn, path) = store::open(state_dir, DB_FILE, MIGRATIONS, "maintenance database")?;
+        Ok(Schedule { conn, path })
     }
 
     /// Records a new window in state `scheduled`. Refuses a start before `now`, an end not
@@ -1185,7 +1076,10 @@ mod tests {
         drop(conn);
         let err = Schedule::open(&dir.state()).unwrap_err();
         assert!(
-            matches!(err, MaintenanceError::TooNew { found: 99, .. }),
+            matches!(
+                err,
+                MaintenanceError::Store(StoreError::TooNew { found: 99, .. })
+            ),
             "{err:?}"
         );
     }

@@ -112,42 +112,8 @@ impl std::fmt::Display for Channel {
 /// Why a notice could not be queued or delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("cannot create state directory {}", .path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create notification outbox {}", .path.display())]
-    CreateFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot open notification outbox {}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("notification outbox {} would not switch to WAL journal mode (got {mode:?})", .path.display())]
-    NotWal { path: PathBuf, mode: String },
-    #[error(
-        "notification outbox {} has schema version {found}, newer than this sekisho knows ({known})",
-        .path.display()
-    )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error("cannot migrate notification outbox {} to schema version {to}", .path.display())]
-    Migrate {
-        path: PathBuf,
-        to: i64,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot {action} in notification outbox {}", .path.display())]
     Query {
         path: PathBuf,

@@ -14,10 +14,6 @@
 //!   fractional digits, so text order is time order and SQL compares them directly;
 //! - a failed row's `next_attempt_at` is the failure time plus [`backoff`] of its attempts.
 
-use std::fs::DirBuilder;
-use std::fs::OpenOptions;
-use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +27,7 @@ use rusqlite::params;
 
 use super::Notice;
 use super::NotifyError;
+use crate::store;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "outbox.db";
@@ -56,10 +53,6 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX outbox_pending ON outbox (destination, id) WHERE delivered_at IS NULL;",
 ];
-
-/// How long a writer waits for another (the worker delivering while the control socket
-/// enqueues a test notice).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Seconds from the Unix epoch back to 0000-01-01T00:00:00Z.
 const YEAR_ZERO_SECOND: i64 = -62_167_219_200;
@@ -111,84 +104,15 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     /// Opens `<state_dir>/outbox.db`, creating the directory (mode 0750), the file (0640)
-    /// and the schema as needed.
+    /// and the schema as needed (see [`crate::store`]).
     pub fn open(state_dir: &Path) -> Result<Outbox, NotifyError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(state_dir)
-            .map_err(|source| NotifyError::CreateDir {
-                path: state_dir.to_owned(),
-                source,
-            })?;
-        let path = state_dir.join(DB_FILE);
-        // SQLite would create it with the umask's mode; it and its -wal/-shm follow this one.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(NotifyError::CreateFile { path, source }),
-        }
-        let open_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| NotifyError::Open { path, source }
-        };
-        let conn = Connection::open(&path).map_err(open_err(&path))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err(&path))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err(&path))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(NotifyError::NotWal { path, mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err(&path))?;
-        let mut outbox = Outbox { conn, path };
-        outbox.migrate()?;
-        Ok(outbox)
+        let (conn, path) = store::open(state_dir, DB_FILE, MIGRATIONS, "notification outbox")?;
+        Ok(Outbox { conn, path })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Brings the schema up to `MIGRATIONS.len()`, one transaction per step.
-    fn migrate(&mut self) -> Result<(), NotifyError> {
-        let known = MIGRATIONS.len() as i64;
-        let found: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(self.query_err("read the schema version"))?;
-        if found > known {
-            return Err(NotifyError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
-        }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
-            let to = step as i64 + 1;
-            let path = self.path.clone();
-            let err = |source| NotifyError::Migrate {
-                path: path.clone(),
-                to,
-                source,
-            };
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", to).map_err(err)?;
-            tx.commit().map_err(err)?;
-            tracing::info!(path = %self.path.display(), version = to, "notification outbox schema migrated");
-        }
-        Ok(())
     }
 
     /// Queues `notice`, due at once. Returns `false`, changing nothing, when a notice with
@@ -369,6 +293,8 @@ fn query_err(path: &Path, action: &'static str) -> impl FnOnce(rusqlite::Error) 
     }
 }
 
+/// [`NotifyError`] keeps its own variants for the failures of [`store::open`] (with the
+/// same messages); this maps one onto the other.
 /// The attempts so far of pending notice `id`; an error when it is unknown or delivered.
 fn check_pending(conn: &Connection, path: &Path, id: i64) -> Result<u32, NotifyError> {
     let row: Option<(u32, Option<String>)> = conn

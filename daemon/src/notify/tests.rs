@@ -310,7 +310,10 @@ fn newer_schema_is_refused() {
     drop(conn);
     assert!(matches!(
         Outbox::open(&tmp.state()),
-        Err(NotifyError::TooNew { found: 99, .. })
+        Err(NotifyError::Store(crate::store::StoreError::TooNew {
+            found: 99,
+            ..
+        }))
     ));
 }
 
