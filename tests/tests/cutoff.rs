@@ -554,6 +554,16 @@ fn a_slow_client_never_stalls_the_daemon_and_messages_follow_the_locale() {
         .unwrap();
     let text = ok(out);
     assert!(text.contains("切り離しました"), "{text}");
+    let status = Command::new(sekisho_testbed::daemon::bin("sekishoctl"))
+        .args(["--socket", daemon.socket().to_str().unwrap(), "status"])
+        .env("LANG", "ja_JP.UTF-8")
+        .output()
+        .unwrap();
+    let status = ok(status);
+    assert!(
+        status.contains("動作モード") && status.contains("ポリシー世代"),
+        "{status}"
+    );
     // A reload is recorded with what it changed.
     ok(daemon.ctl(&["reload"]).unwrap());
     let audit = daemon.ctl_json(&["audit", "show", "--limit", "1"]).unwrap();

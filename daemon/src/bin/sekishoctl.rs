@@ -232,7 +232,16 @@ fn run(options: &Options) -> anyhow::Result<()> {
             Response::Confirmed { generation } => emit(
                 options,
                 serde_json::json!({ "confirmed": generation }),
-                || format!("generation {generation} confirmed; it stays in force"),
+                || {
+                    format!(
+                        "{} {generation} {}",
+                        l("generation", "世代"),
+                        l(
+                            "confirmed; it stays in force",
+                            "を確定しました。このまま有効です"
+                        )
+                    )
+                },
             ),
             other => unexpected(other),
         },
@@ -251,7 +260,13 @@ fn run(options: &Options) -> anyhow::Result<()> {
                         Some(s) => format!(
                             "policy reloaded: generation {generation} in force; it is rolled back in {s}s unless `sekishoctl reload --confirm` follows"
                         ),
-                        None => format!("policy reloaded: generation {generation} in force"),
+                        None => format!(
+                            "{} {generation}",
+                            l(
+                                "policy reloaded: in force is generation",
+                                "ポリシーを再読込しました。有効な世代:"
+                            )
+                        ),
                     },
                 ),
                 other => unexpected(other),
@@ -470,7 +485,11 @@ fn run(options: &Options) -> anyhow::Result<()> {
                 options,
                 serde_json::json!({"pending": pending, "recent": recent}),
                 || {
-                    let mut out = format!("{} notices waiting", pending.len());
+                    let mut out = format!(
+                        "{} {}",
+                        pending.len(),
+                        l("notices waiting", "件の通知が送信待ちです")
+                    );
                     for e in &pending {
                         out.push_str(&format!(
                             "\n  {} {} → {} ({}): {} attempts, next {}, last error: {}",
@@ -566,11 +585,19 @@ fn run(options: &Options) -> anyhow::Result<()> {
                 let broken = matches!(result, Verification::Broken { .. });
                 emit(options, serde_json::to_value(&result)?, || match &result {
                     Verification::Intact { entries, head } => format!(
-                        "operation history intact: {entries} entries, head {}",
+                        "{}: {entries} {}, head {}",
+                        l("operation history intact", "操作履歴は改ざんされていません"),
+                        l("entries", "件"),
                         head.as_deref().unwrap_or("-")
                     ),
                     Verification::Broken { seq, problem } => {
-                        format!("OPERATION HISTORY BROKEN at entry {seq}: {problem}")
+                        format!(
+                            "{} {seq}: {problem}",
+                            l(
+                                "OPERATION HISTORY BROKEN at entry",
+                                "操作履歴の改ざん・欠落を検出しました。最初の不正な記録:"
+                            )
+                        )
                     }
                 })?;
                 if broken {
@@ -692,6 +719,11 @@ fn check(file: &Path, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `en`, or `ja` when the operator's locale is Japanese.
+fn l<'a>(en: &'a str, ja: &'a str) -> &'a str {
+    if japanese() { ja } else { en }
+}
+
 /// Messages in Japanese when the operator's locale is Japanese.
 fn japanese() -> bool {
     ["LC_ALL", "LC_MESSAGES", "LANG"]
@@ -702,9 +734,9 @@ fn japanese() -> bool {
 
 fn print_status(s: &StatusReport) {
     println!("sekishod {} (pid {})", s.version, s.pid);
-    println!("  config      {}", s.config.display());
-    println!("  mode        {}", s.mode);
-    println!("  generation  {}", s.generation);
+    println!("  {:<11} {}", l("config", "設定"), s.config.display());
+    println!("  {:<11} {}", l("mode", "動作モード"), s.mode);
+    println!("  {:<11} {}", l("generation", "ポリシー世代"), s.generation);
     println!(
         "  policy      {} assets, {} roles, {} peers, {} rules",
         s.assets, s.roles, s.peers, s.rules
@@ -746,7 +778,11 @@ fn print_status(s: &StatusReport) {
         );
     }
     if s.isolations.is_empty() {
-        println!("  isolations  none");
+        println!(
+            "  {:<11} {}",
+            l("isolations", "切り離し"),
+            l("none", "なし")
+        );
     }
     for i in &s.isolations {
         let approval = match (&i.approved_by, i.emergency) {
