@@ -15,6 +15,7 @@ pub mod diff;
 pub mod dispatch;
 pub mod isolation;
 pub mod maintenance;
+pub mod metrics;
 pub mod nft;
 pub mod notice;
 pub mod notify;

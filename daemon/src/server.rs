@@ -66,6 +66,10 @@ pub struct Daemon {
     schedule: Schedule,
     /// Shared with the delivery worker, replaced on reload.
     sender: Arc<Mutex<Option<Sender>>>,
+    /// Outcome and time (Unix seconds) of the last reload.
+    last_reload: Option<(bool, f64)>,
+    /// Control requests by result (`ok`, `error`, `refused`).
+    requests: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// The channels of `config`, or none (notices then wait in the outbox).
@@ -238,6 +242,8 @@ impl Daemon {
             templates,
             schedule,
             sender,
+            last_reload: None,
+            requests: std::collections::BTreeMap::new(),
         })
     }
 
@@ -370,6 +376,17 @@ impl Daemon {
     /// Re-reads the configuration file; a bad file changes nothing. With `confirm_within`,
     /// the previous policy comes back by itself unless [`Daemon::confirm`] follows in time.
     pub fn reload(
+        &mut self,
+        operator: &str,
+        confirm_within: Option<Duration>,
+    ) -> anyhow::Result<u32> {
+        let result = self.reload_inner(operator, confirm_within);
+        let now = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+        self.last_reload = Some((result.is_ok(), now));
+        result
+    }
+
+    fn reload_inner(
         &mut self,
         operator: &str,
         confirm_within: Option<Duration>,
@@ -540,6 +557,87 @@ impl Daemon {
             outcome,
             details,
         }
+    }
+
+    /// Everything a Prometheus scrape shows, read now.
+    pub fn metrics(&mut self) -> anyhow::Result<crate::metrics::Snapshot> {
+        use crate::datapath::{DIRECTION_NAMES, VERDICT_NAMES};
+        let counters = self.datapath.counters()?;
+        let mut packets = Vec::new();
+        let mut bytes = Vec::new();
+        for (d, direction) in DIRECTION_NAMES.iter().enumerate() {
+            for (v, verdict) in VERDICT_NAMES.iter().enumerate() {
+                let c = counters.by_direction[d][v];
+                packets.push((*direction, *verdict, c.packets));
+                bytes.push((*direction, *verdict, c.bytes));
+            }
+        }
+        let drops: Vec<(String, u64)> = sekisho_common::Reason::ALL
+            .iter()
+            .filter(|r| !r.is_pass())
+            .map(|r| {
+                (
+                    r.name().to_owned(),
+                    counters.by_reason.get(r.name()).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut interfaces = Vec::new();
+        for (name, side) in side_interfaces(&self.config) {
+            let attached = self.datapath.is_attached(&name, side);
+            interfaces.push((name, side.as_str().to_owned(), attached));
+        }
+        let mut known_targets: Vec<String> = self.policy.selector_names.values().cloned().collect();
+        known_targets.push("all".to_owned());
+        let windows = self.schedule.list()?;
+        let count = |state| windows.iter().filter(|w| w.state == state).count() as u64;
+        let now = jiff::Timestamp::now();
+        let oldest = self
+            .outbox
+            .oldest_pending()?
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0.0, |t| {
+                (now - t).total(jiff::Unit::Second).unwrap_or(0.0).max(0.0)
+            });
+        let mut notifications = Vec::new();
+        for (event, channel, delivered, failed) in self.outbox.delivery_stats()? {
+            notifications.push((
+                event.clone(),
+                channel.clone(),
+                "delivered".to_owned(),
+                delivered,
+            ));
+            notifications.push((event, channel, "failed".to_owned(), failed));
+        }
+        Ok(crate::metrics::Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mode: self.config.daemon.mode.to_string(),
+            generation: self.datapath.generation()?,
+            last_reload_ok: self.last_reload.map(|(ok, _)| ok),
+            last_reload_time: self.last_reload.map(|(_, t)| t),
+            packets,
+            bytes,
+            flows_new_allowed: counters.by_reason.get("policy").copied().unwrap_or(0),
+            flows_denied: drops.iter().map(|(_, n)| n).sum(),
+            reasons: drops,
+            interfaces,
+            nftables_present: nft::snapshot()?.is_some(),
+            isolations: targets(&self.isolations)?,
+            known_targets,
+            maintenance_scheduled: count(WindowState::Scheduled),
+            maintenance_active: count(WindowState::Active),
+            notifications_pending: self.outbox.pending_count()?,
+            oldest_pending_age_seconds: oldest,
+            notifications,
+            drift_ebpf: self.drift.ebpf,
+            drift_nftables: self.drift.nftables,
+            control_requests: self
+                .requests
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            ..Default::default()
+        })
     }
 
     /// Queues the notices of `event`; a failure is logged and never stops the caller (the
@@ -940,6 +1038,7 @@ impl Daemon {
         let have = authz::permission_of(peer.uid, peer.gid);
         let need = required(&request);
         if have < need {
+            *self.requests.entry("refused").or_default() += 1;
             let what = format!("{request:?}");
             let message = format!(
                 "{operator} may not do this: it needs membership of group {} (request refused and recorded)",
@@ -1083,6 +1182,10 @@ impl Daemon {
                 .map_err(Into::into)
                 .map(|verification| Response::AuditVerified { verification }),
         };
+        *self
+            .requests
+            .entry(if result.is_ok() { "ok" } else { "error" })
+            .or_default() += 1;
         result.unwrap_or_else(|e| Response::Error {
             message: format!("{e:#}"),
         })
@@ -1251,6 +1354,33 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     let mut pending = tokio::time::interval(Duration::from_millis(250));
     let mut triggers = tokio::time::interval(Duration::from_secs(1));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics = {
+        let listen = daemon
+            .lock()
+            .expect("daemon lock")
+            .config
+            .daemon
+            .metrics_listen;
+        let d = Arc::clone(&daemon);
+        let source: Arc<dyn Fn() -> String + Send + Sync> =
+            Arc::new(move || match d.lock().expect("daemon lock").metrics() {
+                Ok(snapshot) => crate::metrics::render(&snapshot),
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "cannot read the metrics");
+                    String::new()
+                }
+            });
+        match crate::metrics::MetricsServer::start(listen, source) {
+            Ok(server) => {
+                info!(%listen, "metrics served at /metrics");
+                Some(server)
+            }
+            Err(e) => {
+                error!(%listen, error = %e, "cannot serve metrics");
+                None
+            }
+        }
+    };
     let worker = {
         let d = daemon.lock().expect("daemon lock");
         deliver_in_background(
@@ -1312,6 +1442,7 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     info!("stopping; the pinned datapath and the nftables table stay in force");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = worker.join();
+    drop(metrics);
     let mut d = daemon.lock().expect("daemon lock");
     let e = Daemon::entry(
         "sekishod",

@@ -168,6 +168,46 @@ impl Outbox {
             .map_err(self.query_err("count pending notices"))
     }
 
+    /// Per event and channel kind: notices delivered, and failed attempts (every attempt
+    /// but the one that delivered), for the metrics.
+    pub fn delivery_stats(&self) -> Result<Vec<(String, String, u64, u64)>, NotifyError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT event,
+                        CASE WHEN instr(destination, ':') > 0
+                             THEN substr(destination, 1, instr(destination, ':') - 1)
+                             ELSE destination END AS channel,
+                        count(delivered_at),
+                        sum(attempts) - count(delivered_at)
+                 FROM outbox GROUP BY event, channel ORDER BY event, channel",
+            )
+            .map_err(self.query_err("count deliveries"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)? as u64,
+                    row.get::<_, i64>(3)?.max(0) as u64,
+                ))
+            })
+            .map_err(self.query_err("count deliveries"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.query_err("count deliveries"))
+    }
+
+    /// When the oldest notice still waiting was queued (RFC 3339), if any.
+    pub fn oldest_pending(&self) -> Result<Option<String>, NotifyError> {
+        self.conn
+            .query_row(
+                "SELECT min(created_at) FROM outbox WHERE delivered_at IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(self.query_err("find the oldest pending notice"))
+    }
+
     /// The last `limit` notices queued, delivered or not, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<OutboxEntry>, NotifyError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
