@@ -169,6 +169,7 @@ pub struct Datapath {
     isolated: HashMap<MapData, IsolationKey, u8>,
     violations: PerCpuHashMap<MapData, [u8; 16], Violations>,
     local: HashMap<MapData, [u8; 16], u8>,
+    accounts: PerCpuArray<MapData, Counter>,
     attached: Vec<(String, Side)>,
     pin_dir: Option<PathBuf>,
 }
@@ -316,6 +317,8 @@ impl Datapath {
             .map_err(map_err(names::VIOLATIONS, "open"))?;
         let local = HashMap::try_from(take(&mut ebpf, names::LOCAL)?)
             .map_err(map_err(names::LOCAL, "open"))?;
+        let accounts = PerCpuArray::try_from(take(&mut ebpf, names::ACCOUNTS)?)
+            .map_err(map_err(names::ACCOUNTS, "open"))?;
         Ok(Datapath {
             ebpf,
             state,
@@ -327,6 +330,7 @@ impl Datapath {
             isolated,
             violations,
             local,
+            accounts,
             attached: Vec::new(),
             pin_dir: pin_dir.map(Path::to_owned),
         })
@@ -653,6 +657,21 @@ impl Datapath {
                 .map_err(map_err(names::LOCAL, "write"))?;
         }
         Ok(want != have)
+    }
+
+    /// Packets and bytes counted against traffic account `account` (an asset's or a
+    /// peer's, see `sekisho_common::account_of`), summed over CPUs.
+    pub fn account(&self, account: u32) -> Result<Counter2> {
+        let per_cpu = self
+            .accounts
+            .get(&account, 0)
+            .map_err(map_err(names::ACCOUNTS, "read"))?;
+        let mut c = Counter2::default();
+        for x in per_cpu.iter() {
+            c.packets += x.packets;
+            c.bytes += x.bytes;
+        }
+        Ok(c)
     }
 
     /// Denied packets per LAN source address since the map was created, summed over CPUs.

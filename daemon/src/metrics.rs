@@ -89,6 +89,8 @@ pub struct Snapshot {
     pub control_requests: Vec<(String, u64)>,
     /// (asset, packets), bounded by the register.
     pub assets_traffic: Vec<(String, u64)>,
+    /// (peer, packets), bounded by the configuration.
+    pub peers_traffic: Vec<(String, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +223,14 @@ pub fn try_render(s: &Snapshot) -> Result<String, MetricsError> {
     )?;
     for (asset, n) in &s.assets_traffic {
         r.add(&assets, &[asset.as_str()], *n)?;
+    }
+    let peers = r.counter(
+        "sekisho_peer_packets_total",
+        "Packets exchanged with each configured peer.",
+        &["peer"],
+    )?;
+    for (peer, n) in &s.peers_traffic {
+        r.add(&peers, &[peer.as_str()], *n)?;
     }
 
     // Datapath.
@@ -574,6 +584,7 @@ mod tests {
             peers_up: vec![("prefecture".into(), true), ("nation".into(), false)],
             control_requests: vec![("ok".into(), 9), ("refused".into(), 1)],
             assets_traffic: vec![("cs01".into(), 50), ("cs02".into(), 0)],
+            peers_traffic: vec![("prefecture".into(), 7)],
         }
     }
 

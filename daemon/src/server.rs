@@ -587,6 +587,31 @@ impl Daemon {
             let attached = self.datapath.is_attached(&name, side);
             interfaces.push((name, side.as_str().to_owned(), attached));
         }
+        // Per-asset and per-peer traffic, read for the names of the register only.
+        let mut assets_traffic = Vec::new();
+        let mut peers_traffic = Vec::new();
+        for (selector, name) in &self.policy.selector_names {
+            let endpoint = sekisho_common::Endpoint {
+                asset: *selector,
+                peer: *selector,
+                kind: if name.starts_with("peer:") {
+                    sekisho_common::KIND_PEER
+                } else {
+                    sekisho_common::KIND_ASSET
+                },
+                ..Default::default()
+            };
+            let account = sekisho_common::account_of(&endpoint);
+            if account == 0 || name.starts_with("role:") {
+                continue;
+            }
+            let packets = self.datapath.account(account)?.packets;
+            match name.split_once(':') {
+                Some(("asset", n)) => assets_traffic.push((n.to_owned(), packets)),
+                Some(("peer", n)) => peers_traffic.push((n.to_owned(), packets)),
+                _ => {}
+            }
+        }
         let mut known_targets: Vec<String> = self.policy.selector_names.values().cloned().collect();
         known_targets.push("all".to_owned());
         let windows = self.schedule.list()?;
@@ -631,6 +656,8 @@ impl Daemon {
             notifications,
             drift_ebpf: self.drift.ebpf,
             drift_nftables: self.drift.nftables,
+            assets_traffic,
+            peers_traffic,
             control_requests: self
                 .requests
                 .iter()

@@ -688,3 +688,51 @@ fn traffic_to_the_gateway_itself_is_left_to_its_input_chain() {
     dp.set_local_addresses(&[]).unwrap();
     denied(&mut dp, Side::Wan, to_gw(), "unknown_destination");
 }
+
+#[test]
+fn traffic_is_counted_per_asset_and_per_peer_on_every_path() {
+    let mut dp = datapath("enforce");
+    let out = Frame::v4("192.0.2.10", "203.0.113.10", L4::tcp(40000, 443)).mac_src(CS_MAC);
+    let len = out.build().len() as u64;
+    allowed(&mut dp, Side::Lan, out.clone(), "policy");
+    allowed(&mut dp, Side::Lan, out, "established");
+    allowed(
+        &mut dp,
+        Side::Wan,
+        Frame::v4("203.0.113.10", "192.0.2.10", L4::tcp(443, 40000)),
+        "reply",
+    );
+    // A denied packet is no one's traffic.
+    denied(
+        &mut dp,
+        Side::Lan,
+        Frame::v4("192.0.2.21", "203.0.113.10", L4::tcp(40000, 443)),
+        "no_rule",
+    );
+    let policy = CompiledPolicy::compile(&demo_config("enforce"));
+    let account = |name: &str| {
+        let (sel, _) = policy
+            .selector_names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .unwrap();
+        let kind = if name.starts_with("peer:") {
+            sekisho_common::KIND_PEER
+        } else {
+            sekisho_common::KIND_ASSET
+        };
+        sekisho_common::account_of(&sekisho_common::Endpoint {
+            asset: *sel,
+            peer: *sel,
+            kind,
+            ..Default::default()
+        })
+    };
+    let cs = dp.account(account("asset:cs01")).unwrap();
+    let pref = dp.account(account("peer:prefecture")).unwrap();
+    let term = dp.account(account("asset:term-01")).unwrap();
+    assert_eq!(cs.packets, 3, "policy, established and reply packets");
+    assert_eq!(cs.bytes, 2 * len + len);
+    assert_eq!(pref.packets, 3);
+    assert_eq!(term.packets, 0);
+}

@@ -49,6 +49,14 @@ fn r20_metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
             "--emergency",
         ])
         .unwrap();
+    let _pref = sekisho_testbed::TcpServer::start(&topo, Host::Pref, 443).unwrap();
+    sekisho_testbed::tcp_echo(
+        &topo,
+        Host::Cs,
+        std::net::SocketAddr::new(Host::Pref.addr(false), 443),
+        Duration::from_secs(2),
+    )
+    .unwrap();
 
     // The exposition as a scrape sees it passes Prometheus's own linter.
     let text = get(&ns, 9807, "/metrics");
@@ -64,6 +72,15 @@ fn r20_metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     ] {
         assert!(text.contains(name), "scrape lacks {name}:\n{text}");
     }
+    // Traffic by asset and peer, labelled from the register.
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(value("sekisho_asset_packets_total{asset=\"cs01\"}") >= 4.0);
+    assert!(value("sekisho_peer_packets_total{peer=\"prefecture\"}") >= 4.0);
+    assert_eq!(value("sekisho_asset_packets_total{asset=\"term-01\"}"), 0.0);
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

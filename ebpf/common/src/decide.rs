@@ -54,6 +54,25 @@ pub fn decide<V: PolicyView>(
     pkt: &Packet,
     check_origin: bool,
 ) -> Result<u32, Reason> {
+    decide_flow(view, slot, pkt, check_origin).map(|d| d.rule)
+}
+
+/// An allowed first packet: the rule, and the traffic accounts of both ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    pub rule: u32,
+    pub src_account: u32,
+    pub dst_account: u32,
+}
+
+/// [`decide`], with the accounts the flow's traffic is counted against.
+#[inline(always)]
+pub fn decide_flow<V: PolicyView>(
+    view: &V,
+    slot: u8,
+    pkt: &Packet,
+    check_origin: bool,
+) -> Result<Allowed, Reason> {
     let src = match view.endpoint(slot, &pkt.src) {
         Some(ep) => ep,
         None => return Err(Reason::UnknownSource),
@@ -101,7 +120,11 @@ pub fn decide<V: PolicyView>(
             let d = dsts[j];
             if s != 0 && d != 0 {
                 if let Some(rule) = view.rule(&RuleKey::new(slot, s, d, pkt.proto, port)) {
-                    return Ok(rule);
+                    return Ok(Allowed {
+                        rule,
+                        src_account: crate::account_of(&src),
+                        dst_account: crate::account_of(&dst),
+                    });
                 }
             }
             j += 1;

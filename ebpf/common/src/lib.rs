@@ -34,10 +34,11 @@ pub mod names {
     pub const ISOLATED: &str = "SEKISHO_ISOLATED";
     pub const VIOLATIONS: &str = "SEKISHO_VIOLATIONS";
     pub const LOCAL: &str = "SEKISHO_LOCAL";
+    pub const ACCOUNTS: &str = "SEKISHO_ACCOUNTS";
     /// Every map, in the order they are pinned.
-    pub const MAPS: [&str; 11] = [
+    pub const MAPS: [&str; 12] = [
         STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, FLOWS4, COUNTERS, REASONS, ISOLATED, VIOLATIONS,
-        LOCAL,
+        LOCAL, ACCOUNTS,
     ];
 }
 
@@ -50,6 +51,8 @@ pub mod capacity {
     pub const RULES: u32 = 1 << 22;
     /// Selectors cut off, both slots together.
     pub const ISOLATED: u32 = 1 << 16;
+    /// Traffic accounts: assets at 1..2^16, peers at 2^16 + 1.. (see `account_of`).
+    pub const ACCOUNTS: u32 = 1 << 17;
     /// The gateway's own addresses.
     pub const LOCAL: u32 = 1024;
     /// LAN sources whose denied packets are counted.
@@ -72,7 +75,7 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 /// Layout version of the maps. Pinned maps outlive the daemon; a daemon adopts them only
 /// when they were written with the layout it knows. Bump on any change to a map's key or
 /// value type, size or meaning.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Global state, one entry (index 0) of an array map.
 #[repr(C)]
@@ -261,9 +264,32 @@ pub struct FlowValue {
     pub generation: u32,
     /// Rule that allowed it.
     pub rule: u32,
+    /// Traffic accounts of its two ends ([`account_of`]), 0 for none.
+    pub src_account: u32,
+    pub dst_account: u32,
     /// 1 when the first packet came in on a LAN interface.
     pub from_lan: u8,
     pub _pad: [u8; 7],
+}
+
+/// Where the accounts of peers start.
+pub const PEER_ACCOUNT_BASE: u32 = 1 << 16;
+
+/// The traffic account of an endpoint: its asset number, or the peer's number above
+/// [`PEER_ACCOUNT_BASE`]; 0 (no account) beyond the capacity. Bounded by the register,
+/// never by what packets claim.
+#[inline(always)]
+pub const fn account_of(ep: &Endpoint) -> u32 {
+    let (number, base) = if ep.kind == KIND_ASSET {
+        (ep.asset & 0x0fff_ffff, 0)
+    } else {
+        (ep.peer & 0x0fff_ffff, PEER_ACCOUNT_BASE)
+    };
+    if number == 0 || number >= PEER_ACCOUNT_BASE {
+        0
+    } else {
+        base + number
+    }
 }
 
 /// Packet and byte counts.
@@ -408,7 +434,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey4>() == 16);
 const _: () = assert!(core::mem::size_of::<IsolationKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Violations>() == 8);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
 #[cfg(feature = "user")]

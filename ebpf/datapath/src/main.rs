@@ -26,7 +26,7 @@ use sekisho_common::{
     FlowKey4, FlowValue, IsolationKey, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey,
     RuleValue, SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS,
     Violations, capacity, counter_index,
-    decide::{Packet, PolicyView, decide},
+    decide::{Packet, PolicyView, decide_flow},
     proto, v4_mapped,
 };
 
@@ -59,6 +59,9 @@ static ISOLATED: HashMap<IsolationKey, u8> = HashMap::with_max_entries(capacity:
 #[map(name = "SEKISHO_VIOLATIONS")]
 static VIOLATIONS: LruPerCpuHashMap<[u8; 16], Violations> =
     LruPerCpuHashMap::with_max_entries(capacity::VIOLATIONS, 0);
+
+#[map(name = "SEKISHO_ACCOUNTS")]
+static ACCOUNTS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(capacity::ACCOUNTS, 0);
 
 #[map(name = "SEKISHO_LOCAL")]
 static LOCAL: HashMap<[u8; 16], u8> = HashMap::with_max_entries(capacity::LOCAL, 0);
@@ -235,9 +238,9 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
         parse_l4(ctx, l4_off, &Copied, &mut pkt)?;
     }
     let verdict = if ethertype == ETH_P_IP {
-        track_and_decide::<V4>(state.generation, slot, &pkt)
+        track_and_decide::<V4>(state.generation, slot, &pkt, ctx.len())
     } else {
-        track_and_decide::<V6>(state.generation, slot, &pkt)
+        track_and_decide::<V6>(state.generation, slot, &pkt, ctx.len())
     };
     if verdict.is_err() && from_lan {
         count_violation(&pkt.src);
@@ -285,7 +288,11 @@ fn established_v4(ctx: &TcContext, generation: u32) -> Option<Reason> {
         _pad: [0; 3],
     };
     let flow = FLOWS4.get_ptr_mut(&key)?;
-    (unsafe { (*flow).generation } == generation).then_some(Reason::Established)
+    if unsafe { (*flow).generation } != generation {
+        return None;
+    }
+    account_flow(flow, ctx.len());
+    Some(Reason::Established)
 }
 
 /// Fills addresses and protocol; returns the L4 offset.
@@ -523,44 +530,64 @@ impl FlowTable for V6 {
     }
 }
 
+/// Counts a packet of `len` bytes against both ends of a flow (per-CPU: plain adds).
+#[inline(always)]
+fn account_flow(flow: *const FlowValue, len: u32) {
+    let (src, dst) = unsafe { ((*flow).src_account, (*flow).dst_account) };
+    for account in [src, dst] {
+        if account != 0 {
+            if let Some(c) = ACCOUNTS.get_ptr_mut(account) {
+                unsafe {
+                    (*c).packets += 1;
+                    (*c).bytes += u64::from(len);
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn track_and_decide<T: FlowTable>(
     generation: u32,
     slot: u8,
     pkt: &Packet,
+    len: u32,
 ) -> Result<Reason, Reason> {
     let key = T::key(pkt);
     if let Some(flow) = T::get(&key) {
-        if unsafe { (*flow).generation } == generation {
-            return Ok(Reason::Established);
+        if unsafe { (*flow).generation } != generation {
+            redecide::<T>(&key, flow, generation, slot, pkt, true)?;
         }
-        return redecide::<T>(&key, flow, generation, slot, pkt, true)
-            .map(|()| Reason::Established);
+        account_flow(flow, len);
+        return Ok(Reason::Established);
     }
     let rkey = T::reversed(&key);
     if let Some(flow) = T::get(&rkey) {
-        if unsafe { (*flow).generation } == generation {
-            return Ok(Reason::Reply);
+        if unsafe { (*flow).generation } != generation {
+            let original = Packet {
+                src: pkt.dst,
+                dst: pkt.src,
+                sport: pkt.dport,
+                dport: pkt.sport,
+                proto: pkt.proto,
+                src_mac: [0; 6],
+                from_lan: unsafe { (*flow).from_lan } != 0,
+            };
+            redecide::<T>(&rkey, flow, generation, slot, &original, false)?;
         }
-        let original = Packet {
-            src: pkt.dst,
-            dst: pkt.src,
-            sport: pkt.dport,
-            dport: pkt.sport,
-            proto: pkt.proto,
-            src_mac: [0; 6],
-            from_lan: unsafe { (*flow).from_lan } != 0,
-        };
-        return redecide::<T>(&rkey, flow, generation, slot, &original, false)
-            .map(|()| Reason::Reply);
+        account_flow(flow, len);
+        return Ok(Reason::Reply);
     }
-    let rule = decide(&Maps, slot, pkt, true)?;
+    let allowed = decide_flow(&Maps, slot, pkt, true)?;
     let value = FlowValue {
         generation,
-        rule,
+        rule: allowed.rule,
+        src_account: allowed.src_account,
+        dst_account: allowed.dst_account,
         from_lan: u8::from(pkt.from_lan),
         _pad: [0; 7],
     };
+    account_flow(&value, len);
     T::insert(&key, &value);
     Ok(Reason::Policy)
 }
@@ -576,11 +603,13 @@ fn redecide<T: FlowTable>(
     original: &Packet,
     check_origin: bool,
 ) -> Result<(), Reason> {
-    match decide(&Maps, slot, original, check_origin) {
-        Ok(rule) => {
+    match decide_flow(&Maps, slot, original, check_origin) {
+        Ok(allowed) => {
             unsafe {
                 (*flow).generation = generation;
-                (*flow).rule = rule;
+                (*flow).rule = allowed.rule;
+                (*flow).src_account = allowed.src_account;
+                (*flow).dst_account = allowed.dst_account;
             }
             Ok(())
         }
