@@ -283,6 +283,16 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_err)?;
     if let Ok(Some(group)) = nix::unistd::Group::from_name("sekisho") {
         std::os::unix::fs::chown(path, None, Some(group.gid.as_raw())).map_err(bind_err)?;
+        // The operators' group must be able to reach the socket through its own runtime
+        // directory (systemd creates /run/sekisho root-only); never touch a shared one.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| d.file_name().is_some_and(|n| n == "sekisho"))
+        {
+            std::os::unix::fs::chown(dir, None, Some(group.gid.as_raw())).map_err(bind_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(bind_err)?;
+        }
     }
     Ok(listener)
 }

@@ -1,11 +1,13 @@
 //! sekisho's developer commands: what cargo alone cannot do.
 //!
 //! - `setup`: install, idempotently, what a fresh machine lacks (Debian packages, the
-//!   nightly rust-src, bpf-linker built against LLVM 22).
-//! - `test`: setup, formatting and lints, unit tests, then the privileged eBPF and
-//!   network-namespace tests (one at a time: the kernel is shared state).
+//!   nightly rust-src, bpf-linker built against LLVM 22, cargo-deb).
+//! - `test`: setup, formatting and lints, unit tests, the package, then the privileged
+//!   eBPF, network-namespace and package tests (one at a time: the kernel is shared state).
 //! - `demo`: setup, build, and walk through the daemon enforcing in a namespace topology.
 //! - `bench`: setup, then the datapath benchmark, written to `docs/benchmarks.md`.
+//! - `package`: setup, then the Debian package in `target/debian/`, with man pages and
+//!   completions generated from the binaries' own command-line definitions.
 //!
 //! xtask depends on nothing of sekisho's own: building the daemon needs bpf-linker, which
 //! `setup` is what installs.
@@ -43,6 +45,8 @@ enum Task {
     },
     /// Measure the per-packet decision cost and write docs/benchmarks.md.
     Bench,
+    /// Build the Debian package target/debian/sekisho_*.deb.
+    Package,
 }
 
 /// Debian packages the build, the tests and the demo use.
@@ -74,6 +78,10 @@ fn main() -> anyhow::Result<()> {
         Task::Bench => {
             setup()?;
             bench()
+        }
+        Task::Package => {
+            setup()?;
+            package().map(|deb| println!("{}", deb.display()))
         }
     }
 }
@@ -152,6 +160,9 @@ fn setup() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
+    if !succeeds(cargo().args(["deb", "--version"])) {
+        run(Command::new("cargo").args(["install", "--locked", "cargo-deb"]))?;
+    }
     eprintln!("setup: everything sekisho needs is installed");
     Ok(())
 }
@@ -194,6 +205,8 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
             ])
             .args(&filter),
     )?;
+    // What the package test (tests/tests/package.rs) unpacks and checks.
+    package()?;
     // Privileged tiers: BPF_PROG_TEST_RUN and network namespaces share the kernel.
     totals += counted(
         cargo()
@@ -206,7 +219,8 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
                 "--test-threads=1",
             ])
             .args(&filter)
-            .env("SEKISHO_BIN_DIR", root_target("debug")),
+            .env("SEKISHO_BIN_DIR", root_target("debug"))
+            .env("SEKISHO_PACKAGE_TEST", "1"),
     )?;
     // One line for the whole run, whichever test binary happened to finish last.
     println!(
@@ -306,4 +320,49 @@ fn bench() -> anyhow::Result<()> {
         "--out",
         "docs/benchmarks.md",
     ]))
+}
+
+/// Where `package` puts the generated man pages and completions. In the workspace's
+/// `target/` whatever CARGO_TARGET_DIR says: daemon/Cargo.toml's `[package.metadata.deb]`
+/// names them by a path relative to daemon/.
+const PACKAGE_ASSETS: &str = "target/package-assets";
+
+/// Builds the release binaries, has them write their man pages and completions into
+/// [`PACKAGE_ASSETS`], and packs everything `[package.metadata.deb]` lists with cargo-deb.
+/// Returns the path of the .deb.
+fn package() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "sekisho", "--bins"]))?;
+    let assets = workspace_root().join(PACKAGE_ASSETS);
+    // Nothing stale: a subcommand that no longer exists must not keep its man page.
+    if assets.exists() {
+        std::fs::remove_dir_all(&assets)
+            .with_context(|| format!("cannot empty {}", assets.display()))?;
+    }
+    let release = root_target("release");
+    for bin in ["sekishod", "sekishoctl"] {
+        run(Command::new(release.join(bin))
+            .arg("--generate")
+            .arg(&assets)
+            .stdout(std::process::Stdio::null()))?;
+    }
+    let mut cmd = cargo();
+    cmd.args(["deb", "-p", "sekisho", "--no-build"]);
+    eprintln!("+ {cmd:?}");
+    let out = cmd.output().context("cannot start cargo deb")?;
+    // cargo-deb warns that assets under `target/` outside `target/release/` "will not be
+    // built": true and intended, they are what the binaries generated above.
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.ends_with("does not match the pattern, and will not be built"))
+        .for_each(|l| eprintln!("{l}"));
+    if !out.status.success() {
+        bail!("cargo deb failed: {}", out.status);
+    }
+    // cargo-deb prints the path of the package it wrote, last.
+    let deb = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rfind(|l| l.trim_end().ends_with(".deb"))
+        .map(|l| PathBuf::from(l.trim()))
+        .context("cargo deb did not say where the package is")?;
+    Ok(deb)
 }

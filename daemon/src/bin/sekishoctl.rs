@@ -201,7 +201,28 @@ enum ConfigCommand {
     Check { file: PathBuf },
 }
 
+/// Packaging only, not part of the operators' interface: `sekishoctl --generate DIR` writes
+/// the man pages and the bash, zsh and fish completions generated from [`Options`]
+/// (`cargo xtask package` runs it). A parser of its own rather than a hidden flag of
+/// `Options`: there the subcommand is required, and completion scripts list hidden flags too.
+#[derive(Parser, Debug)]
+#[command(name = "sekishoctl")]
+struct Generate {
+    /// Where to write `sekishoctl*.8`, `sekishoctl.bash`, `_sekishoctl`, `sekishoctl.fish`.
+    #[arg(long = "generate", value_name = "DIR")]
+    dir: PathBuf,
+}
+
 fn main() -> ExitCode {
+    if let Ok(Generate { dir }) = Generate::try_parse() {
+        return match generate(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sekishoctl: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = Options::parse();
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,6 +231,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes one section-8 man page per command (`sekishoctl.8`, `sekishoctl-isolate.8`,
+/// `sekishoctl-maintenance-schedule.8`, …) and the completion scripts into `dir`.
+fn generate(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+
+    fn man_pages(cmd: &clap::Command, dir: &Path) -> anyhow::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            man_pages(sub, dir)?;
+        }
+        let page = clap_mangen::Man::new(cmd.clone())
+            .section("8")
+            .generate_to(dir)
+            .with_context(|| format!("cannot write a man page into {}", dir.display()))?;
+        println!("{}", page.display());
+        Ok(())
+    }
+
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Built, so that subcommands know their full names (`sekishoctl-isolate`); without the
+    // `help` subcommand, which needs no page of its own.
+    let mut cmd = Options::command().disable_help_subcommand(true);
+    cmd.build();
+    man_pages(&cmd, dir)?;
+    let mut cmd = Options::command();
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let script = clap_complete::generate_to(shell, &mut cmd, "sekishoctl", dir)
+            .with_context(|| format!("cannot write the {shell} completions"))?;
+        println!("{}", script.display());
+    }
+    Ok(())
 }
 
 fn run(options: &Options) -> anyhow::Result<()> {

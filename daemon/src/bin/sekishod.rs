@@ -1,7 +1,7 @@
 //! `sekishod`: the sekisho daemon. Loads the configuration, puts the policy in force in the
 //! kernel, attaches the datapath and serves the control socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -37,7 +37,28 @@ enum LogFormat {
     Json,
 }
 
+/// Packaging only, not part of the daemon's interface: `sekishod --generate DIR` writes the
+/// man page generated from [`Options`] (`cargo xtask package` runs it). A parser of its own
+/// rather than a hidden flag of `Options`, so that nothing generated from `Options` (man
+/// page, completion scripts, which list hidden flags too) mentions it.
+#[derive(Parser, Debug)]
+#[command(name = "sekishod")]
+struct Generate {
+    /// Where to write `sekishod.8`.
+    #[arg(long = "generate", value_name = "DIR")]
+    dir: PathBuf,
+}
+
 fn main() -> ExitCode {
+    if let Ok(Generate { dir }) = Generate::try_parse() {
+        return match generate(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sekishod: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = Options::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -81,6 +102,19 @@ fn run(options: Options) -> anyhow::Result<()> {
         );
         server::run(daemon, listener).await
     })
+}
+
+/// Writes `sekishod.8` (administration commands) into `dir`.
+fn generate(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let page = clap_mangen::Man::new(Options::command())
+        .section("8")
+        .generate_to(dir)
+        .with_context(|| format!("cannot write the man page into {}", dir.display()))?;
+    println!("{}", page.display());
+    Ok(())
 }
 
 /// Tells systemd (`Type=notify`) that the policy is in force, when started by it.
