@@ -23,4 +23,5 @@ pub mod paths;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod triggers;

@@ -1380,6 +1380,10 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     let mut drift = tokio::time::interval(DRIFT_INTERVAL);
     let mut pending = tokio::time::interval(Duration::from_millis(250));
     let mut triggers = tokio::time::interval(Duration::from_secs(1));
+    // Without a systemd watchdog the tick is harmless (notify does nothing).
+    let mut watchdog = tokio::time::interval(
+        crate::systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)),
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let metrics = {
         let listen = daemon
@@ -1430,6 +1434,14 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
             _ = drift.tick() => {
                 let d = Arc::clone(&daemon);
                 tokio::task::spawn_blocking(move || d.lock().expect("daemon lock").repair_drift()).await?;
+            }
+            _ = watchdog.tick() => {
+                // Alive means the daemon can still take its own lock.
+                let d = Arc::clone(&daemon);
+                tokio::task::spawn_blocking(move || {
+                    let _held = d.lock().expect("daemon lock");
+                    crate::systemd::notify("WATCHDOG=1");
+                }).await?;
             }
             _ = triggers.tick() => {
                 let d = Arc::clone(&daemon);

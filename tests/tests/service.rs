@@ -25,6 +25,9 @@ fn r24_the_unit_puts_the_policy_in_force_before_the_network_comes_up() {
         "ready only once the policy is in force"
     );
     assert_eq!(value("DefaultDependencies"), ["no"]);
+    // A hung daemon is restarted (the kernel keeps enforcing meanwhile).
+    assert_eq!(value("WatchdogSec"), ["30s"]);
+    assert_eq!(value("Restart"), ["always"]);
     // Stopping must not remove anything: no ExecStop that uninstalls.
     assert!(
         text.lines()

@@ -66,6 +66,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match options.log_format {
+        // Under systemd the journal adds timestamps and shows no colours.
+        LogFormat::Text if sekisho::systemd::journal() => {
+            builder.with_ansi(false).without_time().init()
+        }
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -94,7 +98,8 @@ fn run(options: Options) -> anyhow::Result<()> {
     let daemon = server::Daemon::start(options.config.clone(), config, degraded)?;
     runtime.block_on(async move {
         let listener = control::bind(&socket)?;
-        notify_ready();
+        // Ready only now: the policy is in force and the control socket answers.
+        sekisho::systemd::notify("READY=1");
         info!(
             socket = %socket.display(),
             mode = %daemon.config().daemon.mode,
@@ -115,22 +120,4 @@ fn generate(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the man page into {}", dir.display()))?;
     println!("{}", page.display());
     Ok(())
-}
-
-/// Tells systemd (`Type=notify`) that the policy is in force, when started by it.
-fn notify_ready() {
-    use std::os::linux::net::SocketAddrExt as _;
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let target = target.to_string_lossy().into_owned();
-    let addr = match target.strip_prefix('@') {
-        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
-        None => std::os::unix::net::SocketAddr::from_pathname(&target),
-    };
-    let sent = std::os::unix::net::UnixDatagram::unbound()
-        .and_then(|s| addr.and_then(|a| s.send_to_addr(b"READY=1", &a)));
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
 }
