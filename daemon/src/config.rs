@@ -233,6 +233,9 @@ pub struct Peer {
     pub name: String,
     /// Networks without host bits, in file order; at least one.
     pub networks: Vec<IpNet>,
+    /// A server of the peer the gateway connects to (TCP) to see that it is reachable
+    /// (R19); inside one of `networks`.
+    pub probe: Option<std::net::SocketAddr>,
 }
 
 /// One `[[allow]]`.

@@ -70,6 +70,8 @@ pub struct Daemon {
     last_reload: Option<(bool, f64)>,
     /// Control requests by result (`ok`, `error`, `refused`).
     requests: std::collections::BTreeMap<&'static str, u64>,
+    /// Last probe result per peer with a `probe` (R19).
+    peer_up: std::collections::BTreeMap<String, bool>,
 }
 
 /// The channels of `config`, or none (notices then wait in the outbox).
@@ -244,6 +246,7 @@ impl Daemon {
             sender,
             last_reload: None,
             requests: std::collections::BTreeMap::new(),
+            peer_up: std::collections::BTreeMap::new(),
         })
     }
 
@@ -658,6 +661,11 @@ impl Daemon {
             drift_nftables: self.drift.nftables,
             assets_traffic,
             peers_traffic,
+            peers_up: self
+                .peer_up
+                .iter()
+                .map(|(p, up)| (p.clone(), *up))
+                .collect(),
             control_requests: self
                 .requests
                 .iter()
@@ -1385,6 +1393,7 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
         crate::systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600)),
     );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = probe_in_background(Arc::clone(&daemon), Arc::clone(&stop));
     let metrics = {
         let listen = daemon
             .lock()
@@ -1481,6 +1490,7 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     info!("stopping; the pinned datapath and the nftables table stay in force");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = worker.join();
+    let _ = prober.join();
     drop(metrics);
     let mut d = daemon.lock().expect("daemon lock");
     let e = Daemon::entry(
@@ -1493,6 +1503,55 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     );
     d.record(e);
     Ok(())
+}
+
+/// How often the peers' probe servers are tried.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Connects to each peer's probe server from the gateway itself until `stop` (R19): a
+/// completed TCP handshake means the peer is up. Never holds the daemon lock while
+/// connecting.
+fn probe_in_background(
+    daemon: Arc<Mutex<Daemon>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut next = Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if Instant::now() >= next {
+                next = Instant::now() + PROBE_INTERVAL;
+                let probes: Vec<(String, std::net::SocketAddr)> = {
+                    let d = daemon.lock().expect("daemon lock");
+                    d.config
+                        .peers
+                        .iter()
+                        .filter_map(|p| p.probe.map(|a| (p.name.clone(), a)))
+                        .collect()
+                };
+                let results: std::collections::BTreeMap<String, bool> = probes
+                    .into_iter()
+                    .map(|(name, addr)| {
+                        let up =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                                .is_ok();
+                        (name, up)
+                    })
+                    .collect();
+                let mut d = daemon.lock().expect("daemon lock");
+                for (name, up) in &results {
+                    if d.peer_up.get(name) != Some(up) {
+                        if *up {
+                            info!(peer = %name, "peer reachable");
+                        } else {
+                            warn!(peer = %name, "peer unreachable");
+                        }
+                    }
+                }
+                d.peer_up = results;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
 }
 
 /// Delivers queued notices until `stop`: its own connection to the outbox, so a slow

@@ -38,7 +38,15 @@ impl Drop for Child {
 fn r20_metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     Topology::remove_stale().unwrap();
     let topo = Topology::build().unwrap();
-    let daemon = Sekishod::start_demo(&topo, |t| t).unwrap();
+    // The prefecture is probed on its server; J-LIS has no probe.
+    let daemon = Sekishod::start_demo(&topo, |t| {
+        t.replacen(
+            "networks = [\"203.0.113.8/29\", \"2001:db8:ff::8/125\"]",
+            "networks = [\"203.0.113.8/29\", \"2001:db8:ff::8/125\"]\nprobe = \"203.0.113.10:443\"",
+            1,
+        )
+    })
+    .unwrap();
     let ns = topo.ns(Host::Gw).to_owned();
     daemon
         .ctl_json(&[
@@ -81,6 +89,13 @@ fn r20_metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     assert!(value("sekisho_asset_packets_total{asset=\"cs01\"}") >= 4.0);
     assert!(value("sekisho_peer_packets_total{peer=\"prefecture\"}") >= 4.0);
     assert_eq!(value("sekisho_asset_packets_total{asset=\"term-01\"}"), 0.0);
+    // R19: the prefecture's server answers the gateway's probe (within one interval).
+    let up = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        get(&ns, 9807, "/metrics").contains("sekisho_peer_up{peer=\"prefecture\"} 1")
+    });
+    assert!(up, "{}", get(&ns, 9807, "/metrics"));
+    assert!(!text.contains("sekisho_peer_up{peer=\"jlis\"}"));
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

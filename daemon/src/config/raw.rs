@@ -64,6 +64,7 @@ pub(super) struct RawAsset {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPeer {
     pub networks: SpannedList,
+    pub probe: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1187,3 +1187,22 @@ fn management_interfaces_are_optional_and_never_on_the_segment() {
         r#"interface "eth1" is in both interfaces.lan and interfaces.management"#,
     );
 }
+
+#[test]
+fn a_peer_probe_must_lie_in_the_peer_networks() {
+    let base = "[interfaces]\nlan = [\"eth1\"]\nwan = [\"eth0\"]\n[peer.pref]\nnetworks = [\"192.0.2.0/28\"]\n";
+    let ok = parse_ok(&format!("{base}probe = \"192.0.2.10:443\"\n"));
+    assert_eq!(ok.peers[0].probe, Some("192.0.2.10:443".parse().unwrap()));
+    assert_invalid(
+        &format!("{base}probe = \"198.51.100.1:443\"\n"),
+        6,
+        9,
+        "peer \"pref\" probe 198.51.100.1:443 is outside its networks (192.0.2.0/28)",
+    );
+    assert_invalid(
+        &format!("{base}probe = \"nowhere\"\n"),
+        6,
+        9,
+        "invalid probe",
+    );
+}

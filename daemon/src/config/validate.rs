@@ -601,9 +601,30 @@ fn peers(raw: &BTreeMap<Spanned<String>, Spanned<RawPeer>>) -> Check<Vec<Peer>> 
             sites.push((network, written.span(), peers.len()));
             networks.push(network);
         }
+        let probe = match &entry.get_ref().probe {
+            None => None,
+            Some(written) => {
+                let addr = socket_address(written, "invalid probe", "e.g. \"192.0.2.10:443\"")?;
+                if !networks.iter().any(|n| n.contains(&addr.ip())) {
+                    return fail(
+                        written.span(),
+                        format!(
+                            "peer {name:?} probe {addr} is outside its networks ({})",
+                            networks
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+                Some(addr)
+            }
+        };
         peers.push(Peer {
             name: name.clone(),
             networks,
+            probe,
         });
     }
     // Report each overlap at whichever of the two networks comes later in the file: the
