@@ -11,6 +11,7 @@
 //! namespaces it created itself, and is bounded in time; tests that use it share the
 //! kernel, so run them with `--test-threads=1`.
 
+pub mod checks;
 pub mod daemon;
 pub mod netns;
 pub mod plan;

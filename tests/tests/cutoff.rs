@@ -1,46 +1,15 @@
 //! Emergency cut-off (R11–R15) and the operation history (R7, R10, R22), with the real
 //! daemon in the namespace topology and real traffic.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sekisho_testbed::{
-    Host, Probe, Sekishod, StreamCheck, TcpServer, Topology, tcp_echo, tcp_probe,
-};
+use sekisho_testbed::{Host, Sekishod, StreamCheck, TcpServer, Topology, tcp_probe};
 
-const ALLOW: Duration = Duration::from_secs(2);
-const DENY: Duration = Duration::from_millis(400);
-
-fn addr(host: Host, port: u16) -> SocketAddr {
-    SocketAddr::new(host.addr(false), port)
-}
-
-fn setup_with(edit: impl FnOnce(String) -> String) -> (Topology, Sekishod) {
-    Topology::remove_stale().expect("stale topologies removed");
-    let topo = Topology::build().expect("topology");
-    let daemon = Sekishod::start_demo(&topo, edit).expect("sekishod starts");
-    (topo, daemon)
-}
+use sekisho_testbed::checks::{ALLOW, addr, allowed, demo_with, denied};
 
 fn setup() -> (Topology, Sekishod) {
-    setup_with(|t| t)
-}
-
-#[track_caller]
-fn allowed(topo: &Topology, from: Host, to: SocketAddr) {
-    if let Err(e) = tcp_echo(topo, from, to, ALLOW) {
-        panic!("{from:?} → {to} should be allowed: {e:#}");
-    }
-}
-
-#[track_caller]
-fn denied(topo: &Topology, from: Host, to: SocketAddr) {
-    assert_eq!(
-        tcp_probe(topo, from, to, DENY),
-        Probe::TimedOut,
-        "{from:?} → {to} should be dropped"
-    );
+    demo_with(|t| t)
 }
 
 #[track_caller]
@@ -431,7 +400,7 @@ fn r22_groups_decide_who_may_isolate_and_restore_and_refusals_are_recorded() {
 
 #[test]
 fn r15_five_violations_within_the_window_isolate_the_offender() {
-    let (topo, daemon) = setup_with(|t| {
+    let (topo, daemon) = demo_with(|t| {
         t + "\n[triggers]\nviolations = { count = 5, within = \"60s\", action = \"isolate\" }\n"
     });
     let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();

@@ -8,39 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sekisho_testbed::{
-    Host, Probe, Sekishod, StreamCheck, TcpServer, Topology, UdpServer, in_netns, tcp_echo,
-    tcp_probe,
+    Host, Sekishod, StreamCheck, TcpServer, Topology, UdpServer, in_netns, tcp_probe,
 };
 
-const ALLOW: Duration = Duration::from_secs(2);
-const DENY: Duration = Duration::from_millis(400);
-
-fn addr(host: Host, port: u16) -> SocketAddr {
-    SocketAddr::new(host.addr(false), port)
-}
-
-fn setup() -> (Topology, Sekishod) {
-    Topology::remove_stale().expect("stale topologies removed");
-    let topo = Topology::build().expect("topology");
-    let daemon = Sekishod::start_demo(&topo, |t| t).expect("sekishod starts");
-    (topo, daemon)
-}
-
-#[track_caller]
-fn allowed(topo: &Topology, from: Host, to: SocketAddr) {
-    if let Err(e) = tcp_echo(topo, from, to, ALLOW) {
-        panic!("{from:?} → {to} should be allowed: {e:#}");
-    }
-}
-
-#[track_caller]
-fn denied(topo: &Topology, from: Host, to: SocketAddr) {
-    assert_eq!(
-        tcp_probe(topo, from, to, DENY),
-        Probe::TimedOut,
-        "{from:?} → {to} should be dropped"
-    );
-}
+use sekisho_testbed::checks::{DENY, addr, allowed, demo_with, denied};
 
 /// Sends a UDP datagram every 2 ms from `from` to `to` until dropped; counts what it sent.
 struct Blaster {
@@ -100,7 +71,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn r24_kill_9_and_restart_keep_the_policy_packet_for_packet() {
-    let (topo, mut daemon) = setup();
+    let (topo, mut daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let trap_tcp = TcpServer::start(&topo, Host::Pref, 9443).unwrap();
     let trap_udp = UdpServer::start(&topo, Host::Internet, 9999).unwrap();
@@ -188,7 +159,7 @@ fn detach_link(path: &std::path::Path) {
 
 #[test]
 fn ebpf_detached_behind_sekishos_back_nftables_holds_and_sekisho_reattaches() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let _inet = TcpServer::start(&topo, Host::Internet, 443).unwrap();
     for link in ["link_lan_lan-cs", "link_lan_lan-term", "link_wan_wan0"] {
@@ -218,7 +189,7 @@ fn ebpf_detached_behind_sekishos_back_nftables_holds_and_sekisho_reattaches() {
 
 #[test]
 fn nftables_alone_enforces_when_the_ebpf_layer_is_gone() {
-    let (topo, mut daemon) = setup();
+    let (topo, mut daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
     let _inet = TcpServer::start(&topo, Host::Internet, 443).unwrap();
@@ -245,7 +216,7 @@ fn nftables_alone_enforces_when_the_ebpf_layer_is_gone() {
 
 #[test]
 fn nftables_table_deleted_ebpf_holds_and_sekisho_puts_it_back() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let _inet = TcpServer::start(&topo, Host::Internet, 443).unwrap();
     topo.exec_ok(Host::Gw, &["nft", "delete", "table", "inet", "sekisho"])
@@ -286,7 +257,7 @@ fn nftables_table_deleted_ebpf_holds_and_sekisho_puts_it_back() {
 
 #[test]
 fn wiped_policy_maps_fail_closed_and_are_rewritten() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let _inet = TcpServer::start(&topo, Host::Internet, 443).unwrap();
     allowed(&topo, Host::Cs, addr(Host::Pref, 443));
@@ -327,7 +298,7 @@ const CS_TO_PREF_WITHOUT_443: &str =
 
 #[test]
 fn a_reload_that_removes_a_rule_cuts_its_connections_and_keeps_the_others() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _p443 = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let _p8050 = TcpServer::start(&topo, Host::Pref, 8050).unwrap();
     let removed = StreamCheck::start(&topo, Host::Cs, addr(Host::Pref, 443)).unwrap();
@@ -358,7 +329,7 @@ fn a_reload_that_removes_a_rule_cuts_its_connections_and_keeps_the_others() {
 
 #[test]
 fn a_malformed_reload_changes_nothing_and_says_where() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     edit_config(&daemon, "[[allow]]", "[[allow]]\nbogus = 1");
     for attempt in [vec!["reload"], vec!["reload", "--confirm-within", "60s"]] {
@@ -380,7 +351,7 @@ fn a_malformed_reload_changes_nothing_and_says_where() {
 
 #[test]
 fn commit_confirm_rolls_back_by_itself_unless_confirmed() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let original = edit_config(&daemon, CS_TO_PREF_PORTS, CS_TO_PREF_WITHOUT_443);
     let out = daemon.ctl(&["reload", "--confirm-within", "2s"]).unwrap();
@@ -436,7 +407,7 @@ fn commit_confirm_rolls_back_by_itself_unless_confirmed() {
 
 #[test]
 fn policy_diff_shows_what_a_file_would_change_before_it_is_applied() {
-    let (_topo, daemon) = setup();
+    let (_topo, daemon) = demo_with(|t| t);
     let text = std::fs::read_to_string(daemon.config_path()).unwrap();
     let candidate = daemon.dir().join("candidate.toml");
     std::fs::write(
@@ -471,7 +442,7 @@ fn policy_diff_shows_what_a_file_would_change_before_it_is_applied() {
 
 #[test]
 fn the_archive_answers_which_policy_applied_at_a_time() {
-    let (_topo, daemon) = setup();
+    let (_topo, daemon) = demo_with(|t| t);
     let before = jiff::Timestamp::now();
     std::thread::sleep(Duration::from_millis(50));
     edit_config(&daemon, CS_TO_PREF_PORTS, CS_TO_PREF_WITHOUT_443);
@@ -501,7 +472,7 @@ fn the_archive_answers_which_policy_applied_at_a_time() {
 
 #[test]
 fn a_bad_file_at_start_up_enforces_the_last_good_policy() {
-    let (topo, mut daemon) = setup();
+    let (topo, mut daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let _inet = TcpServer::start(&topo, Host::Internet, 443).unwrap();
     daemon.stop().unwrap();
@@ -522,7 +493,7 @@ fn a_bad_file_at_start_up_enforces_the_last_good_policy() {
 
 #[test]
 fn uninstall_is_explicit_and_says_the_segment_is_open() {
-    let (topo, mut daemon) = setup();
+    let (topo, mut daemon) = demo_with(|t| t);
     let _inet = TcpServer::start(&topo, Host::Internet, 443).unwrap();
     let config = daemon.config_path().to_owned();
     let uninstall = || {
@@ -559,7 +530,7 @@ fn uninstall_is_explicit_and_says_the_segment_is_open() {
 
 #[test]
 fn reloads_under_traffic_never_break_an_allowed_stream_or_pass_a_denied_packet() {
-    let (topo, daemon) = setup();
+    let (topo, daemon) = demo_with(|t| t);
     let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
     let trap = UdpServer::start(&topo, Host::Internet, 9999).unwrap();
     let _jlis = TcpServer::start(&topo, Host::Jlis, 9000).unwrap();

@@ -29,7 +29,7 @@ const DEMO: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs
 const SECRET: &str = "sekisho-webhook-test-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
-use sekisho_testbed::servers::{self, KillOnDrop, ensure_aiosmtpd};
+use sekisho_testbed::servers::{self, KillOnDrop, ensure_aiosmtpd, files};
 
 /// A directory removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
@@ -133,44 +133,9 @@ fn notice(key: &str, channel: Channel) -> Notice {
     }
 }
 
-/// Files named `*.SUFFIX` in `dir`.
-fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|err| panic!("read {}: {err}", dir.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|ext| ext.to_string_lossy() == suffix)
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 /// Waits until `dir` holds `count` `*.json` files; returns them parsed.
 fn wait_for_json(dir: &Path, count: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let found = files(dir, "json");
-        if found.len() >= count {
-            return found
-                .iter()
-                .map(|path| {
-                    let text = std::fs::read_to_string(path)
-                        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
-                    serde_json::from_str(&text)
-                        .unwrap_or_else(|err| panic!("parse {}: {err}", path.display()))
-                })
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} holds {} messages, expected {count}",
-            dir.display(),
-            found.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    servers::wait_for_json(dir, count, WAIT)
 }
 
 fn start_smtp(tmp: &TempDir, port: u16, out: &Path) -> KillOnDrop {

@@ -4,14 +4,10 @@
 //! mean the gateway dropped the packets.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use sekisho_testbed::{
-    Host, Probe, Sekishod, TcpServer, Topology, UdpServer, ping, tcp_echo, tcp_probe, udp_echo,
-};
+use sekisho_testbed::{Host, Sekishod, TcpServer, Topology, UdpServer, ping, udp_echo};
 
-const ALLOW: Duration = Duration::from_secs(2);
-const DENY: Duration = Duration::from_millis(400);
+use sekisho_testbed::checks::{ALLOW, DENY, allowed, denied};
 
 fn addr(host: Host, v6: bool, port: u16) -> SocketAddr {
     SocketAddr::new(host.addr(v6), port)
@@ -32,19 +28,6 @@ fn servers(topo: &Topology, host: Host, tcp: &[u16]) -> Vec<TcpServer> {
     tcp.iter()
         .map(|p| TcpServer::start(topo, host, *p).expect("tcp server"))
         .collect()
-}
-
-#[track_caller]
-fn allowed(topo: &Topology, from: Host, to: SocketAddr) {
-    if let Err(e) = tcp_echo(topo, from, to, ALLOW) {
-        panic!("{from:?} → {to} should be allowed: {e:#}");
-    }
-}
-
-#[track_caller]
-fn denied(topo: &Topology, from: Host, to: SocketAddr) {
-    let probe = tcp_probe(topo, from, to, DENY);
-    assert_eq!(probe, Probe::TimedOut, "{from:?} → {to} should be dropped");
 }
 
 fn counters(daemon: &Sekishod) -> serde_json::Value {
