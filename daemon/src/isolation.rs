@@ -715,36 +715,9 @@ pub fn timestamp_text(at: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
-    use std::sync::atomic::Ordering;
+    use crate::testutil::TempDir;
 
     const DEMO: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo.toml"));
-
-    /// A state directory that is removed when the test ends, pass or fail.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "sekisho-isolation-{}-{}-{name}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-
-        fn state(&self) -> PathBuf {
-            self.0.join("state")
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn open(dir: &Path) -> IsolationStore {
         IsolationStore::open(dir).unwrap_or_else(|err| panic!("open isolation store: {err}"))

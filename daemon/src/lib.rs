@@ -24,4 +24,6 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod systemd;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod triggers;

@@ -1092,31 +1092,7 @@ mod tests {
     use super::*;
     use crate::isolation::Category;
     use crate::maintenance::WindowState;
-    use std::sync::atomic::AtomicU32;
-    use std::sync::atomic::Ordering;
-
-    /// A directory that is removed when the test ends, pass or fail.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "sekisho-notice-{}-{}-{name}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn ts(text: &str) -> Timestamp {
         text.parse()
@@ -1676,11 +1652,11 @@ mod tests {
         w.reason = "行1\r\n行2".into();
         let dir = TempDir::new("one-line");
         std::fs::write(
-            dir.0.join("maintenance_start.txt"),
+            dir.join("maintenance_start.txt"),
             "Subject: 停止 {{reason}}\n\n{{reason}}\n",
         )
         .unwrap();
-        let templates = Templates::load(&dir.0).unwrap();
+        let templates = Templates::load(dir.path()).unwrap();
         let r = templates
             .render(&Event::MaintenanceStart { window: w }, &c)
             .unwrap();
@@ -1740,7 +1716,7 @@ mod tests {
     fn an_override_file_replaces_one_template() {
         let dir = TempDir::new("override");
         std::fs::write(
-            dir.0.join("emergency_stop.txt"),
+            dir.join("emergency_stop.txt"),
             "# 自治体独自の書式\r\n\
              Subject: 【至急】{{ municipality }} {{target}} 切断\r\n\
              \r\n\
@@ -1751,9 +1727,9 @@ mod tests {
              English: {{stopped_at_en}}",
         )
         .unwrap();
-        std::fs::write(dir.0.join("emergency-stop.txt"), "misnamed").unwrap();
-        let templates = Templates::load(&dir.0).unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(templates.overrides(), [dir.0.join("emergency_stop.txt")]);
+        std::fs::write(dir.join("emergency-stop.txt"), "misnamed").unwrap();
+        let templates = Templates::load(dir.path()).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(templates.overrides(), [dir.join("emergency_stop.txt")]);
         // A manual emergency cut-off: the operator's reason is why there was no approval.
         let mut manual = isolation();
         manual.operator = "tanaka".into();
@@ -1782,20 +1758,20 @@ mod tests {
             .unwrap();
         assert_eq!(r, render(&stop(), &ctx(RecipientKind::Department)));
         // A missing directory is all built-in.
-        let templates = Templates::load(&dir.0.join("missing")).unwrap();
+        let templates = Templates::load(&dir.join("missing")).unwrap();
         assert!(templates.overrides().is_empty());
     }
 
     #[test]
     fn an_unknown_placeholder_is_refused_with_file_and_line() {
         let dir = TempDir::new("unknown");
-        let path = dir.0.join("maintenance_notice.txt");
+        let path = dir.join("maintenance_notice.txt");
         std::fs::write(
             &path,
             "# comment\nSubject: 【事前通知】{{period}}\n\n{{recipient}} 御中\n開始 {{start}}\n承認 {{approval}}\n",
         )
         .unwrap();
-        let err = Templates::load(&dir.0).unwrap_err();
+        let err = Templates::load(dir.path()).unwrap_err();
         match &err {
             NoticeError::UnknownPlaceholder { line, name, .. } => {
                 assert_eq!((*line, name.as_str()), (6, "approval"));
@@ -1812,7 +1788,7 @@ mod tests {
         );
 
         std::fs::write(&path, "Subject: {{perod}}\n\nbody\n").unwrap();
-        let err = Templates::load(&dir.0).unwrap_err();
+        let err = Templates::load(dir.path()).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
                 "{}:1: unknown placeholder {{{{perod}}}}",
@@ -1822,18 +1798,18 @@ mod tests {
         );
 
         std::fs::write(&path, "Subject: x\n\n{{start\n").unwrap();
-        let err = Templates::load(&dir.0).unwrap_err();
+        let err = Templates::load(dir.path()).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{}:3: \"{{{{\" without a closing \"}}}}\"", path.display())
         );
 
         std::fs::write(&path, "# only a comment\n本文\n").unwrap();
-        let err = Templates::load(&dir.0).unwrap_err();
+        let err = Templates::load(dir.path()).unwrap_err();
         assert!(matches!(err, NoticeError::MissingSubject { .. }), "{err:?}");
 
         std::fs::write(&path, "Subject:   \n\nbody\n").unwrap();
-        let err = Templates::load(&dir.0).unwrap_err();
+        let err = Templates::load(dir.path()).unwrap_err();
         assert!(
             matches!(err, NoticeError::EmptySubject { line: 1, .. }),
             "{err:?}"
@@ -1844,8 +1820,8 @@ mod tests {
     fn an_unreadable_template_is_an_error() {
         let dir = TempDir::new("unreadable");
         // A directory where a file is expected cannot be read as one.
-        std::fs::create_dir(dir.0.join("test.txt")).unwrap();
-        let err = Templates::load(&dir.0).unwrap_err();
+        std::fs::create_dir(dir.join("test.txt")).unwrap();
+        let err = Templates::load(dir.path()).unwrap_err();
         assert!(matches!(err, NoticeError::Read { .. }), "{err:?}");
     }
 

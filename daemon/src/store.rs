@@ -192,38 +192,10 @@ fn migrate(
 
 #[cfg(test)]
 mod tests {
+    use crate::testutil::TempDir;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::AtomicU32;
-    use std::sync::atomic::Ordering;
 
     use super::*;
-
-    /// A directory that is removed when the test ends, pass or fail.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "sekisho-store-{}-{}-{name}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-
-        /// A state directory inside it that does not exist yet.
-        fn state(&self) -> PathBuf {
-            self.0.join("state")
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     const FILE: &str = "test.db";
     const WHAT: &str = "test database";
@@ -382,7 +354,6 @@ mod tests {
     #[test]
     fn a_state_directory_that_is_a_file_is_an_error() {
         let tmp = TempDir::new("not-a-dir");
-        std::fs::create_dir_all(&tmp.0).expect("create temp dir");
         std::fs::write(tmp.state(), b"").expect("write");
         let err = open(&tmp.state(), FILE, V1, WHAT).expect_err("not a directory");
         assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");

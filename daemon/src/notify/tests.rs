@@ -1,12 +1,10 @@
 //! Unit tests of the outbox, the signature, the syslog line and the e-mail message. No
 //! network: the one delivery test goes through a Unix datagram socket in a temp directory.
 
+use crate::testutil::TempDir;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -14,33 +12,6 @@ use jiff::Timestamp;
 use super::*;
 
 const DEMO: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo.toml"));
-
-/// A directory that is removed when the test ends, pass or fail.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sekisho-notify-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-
-    /// A state directory inside it that does not exist yet.
-    fn state(&self) -> PathBuf {
-        self.0.join("state")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn ts(text: &str) -> Timestamp {
     text.parse()
@@ -445,8 +416,7 @@ fn config_with(notify: &str) -> crate::config::Config {
 #[test]
 fn sender_reads_secrets_and_reports_missing_channels() {
     let tmp = TempDir::new("sender");
-    std::fs::create_dir_all(&tmp.0).expect("temp dir");
-    let missing = tmp.0.join("missing.key");
+    let missing = tmp.join("missing.key");
     let config = config_with(&format!(
         "[notify]\nmunicipality = \"宮若市\"\nsender = \"宮若市 <juki-admin@city.example.jp>\"\n\
          smtp = {{ host = \"127.0.0.1\", port = 25, starttls = \"off\" }}\n\
@@ -474,8 +444,7 @@ fn sender_reads_secrets_and_reports_missing_channels() {
 #[test]
 fn deliver_due_over_unix_syslog() {
     let tmp = TempDir::new("deliver");
-    std::fs::create_dir_all(&tmp.0).expect("temp dir");
-    let socket_path = tmp.0.join("log.sock");
+    let socket_path = tmp.join("log.sock");
     let config = config_with(&format!(
         "[notify]\nmunicipality = \"宮若市\"\nsender = \"宮若市 <juki-admin@city.example.jp>\"\n\
          smtp = {{ host = \"127.0.0.1\", port = 25 }}\nsyslog = \"unix://{}\"\n",
