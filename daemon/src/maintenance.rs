@@ -287,15 +287,9 @@ impl Schedule {
                 end: end_text,
             });
         }
+        // The transaction borrows the connection mutably: errors name a copy of the path.
         let path = self.path.clone();
-        let err = |action| {
-            let path = path.clone();
-            move |source| MaintenanceError::Query {
-                path,
-                action,
-                source,
-            }
-        };
+        let err = |action| query_err_at(path.clone(), action);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -421,15 +415,9 @@ impl Schedule {
     /// Moves a window along `scheduled` → `active` → `done` (or to `cancelled` while
     /// scheduled); setting the state it already has is a no-op.
     pub fn set_state(&mut self, id: i64, state: WindowState) -> Result<(), MaintenanceError> {
+        // The transaction borrows the connection mutably: errors name a copy of the path.
         let path = self.path.clone();
-        let err = |action| {
-            let path = path.clone();
-            move |source| MaintenanceError::Query {
-                path,
-                action,
-                source,
-            }
-        };
+        let err = |action| query_err_at(path.clone(), action);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -490,11 +478,19 @@ impl Schedule {
     }
 
     fn query_err(&self, action: &'static str, source: rusqlite::Error) -> MaintenanceError {
-        MaintenanceError::Query {
-            path: self.path.clone(),
-            action,
-            source,
-        }
+        query_err_at(self.path.clone(), action)(source)
+    }
+}
+
+/// The error of a failed query `action` on the schedule at `path`.
+fn query_err_at(
+    path: PathBuf,
+    action: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> MaintenanceError {
+    move |source| MaintenanceError::Query {
+        path,
+        action,
+        source,
     }
 }
 

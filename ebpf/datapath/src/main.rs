@@ -194,8 +194,11 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
         return Err(Reason::NoPolicy);
     }
     let slot = (state.generation % SLOTS) as u8;
+    // Read once per packet: the decision below uses these flags, never a second lookup.
+    let mut flags = 0;
     if let Some(settings) = SETTINGS.get(u32::from(slot)) {
         *mode = settings.mode;
+        flags = settings.flags;
     }
     if ethertype == ETH_P_IP {
         if let Some(reason) = established_v4(ctx, state.generation) {
@@ -238,9 +241,9 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
         parse_l4(ctx, l4_off, &Copied, &mut pkt)?;
     }
     let verdict = if ethertype == ETH_P_IP {
-        track_and_decide::<V4>(state.generation, slot, &pkt, ctx.len())
+        track_and_decide::<V4>(state.generation, slot, flags, &pkt, ctx.len())
     } else {
-        track_and_decide::<V6>(state.generation, slot, &pkt, ctx.len())
+        track_and_decide::<V6>(state.generation, slot, flags, &pkt, ctx.len())
     };
     if verdict.is_err() && from_lan {
         count_violation(&pkt.src);
@@ -415,7 +418,10 @@ fn parse_l4<F: Fetch>(ctx: &TcContext, off: usize, f: &F, pkt: &mut Packet) -> R
     Ok(())
 }
 
-struct Maps;
+/// The kernel's view of one slot's policy; the slot's flags were read with the mode.
+struct Maps {
+    flags: u32,
+}
 
 impl PolicyView for Maps {
     #[inline(always)]
@@ -432,8 +438,8 @@ impl PolicyView for Maps {
     }
 
     #[inline(always)]
-    fn flags(&self, slot: u8) -> u32 {
-        SETTINGS.get(u32::from(slot)).map_or(0, |s| s.flags)
+    fn flags(&self, _slot: u8) -> u32 {
+        self.flags
     }
 
     #[inline(always)]
@@ -550,13 +556,14 @@ fn account_flow(flow: *const FlowValue, len: u32) {
 fn track_and_decide<T: FlowTable>(
     generation: u32,
     slot: u8,
+    flags: u32,
     pkt: &Packet,
     len: u32,
 ) -> Result<Reason, Reason> {
     let key = T::key(pkt);
     if let Some(flow) = T::get(&key) {
         if unsafe { (*flow).generation } != generation {
-            redecide::<T>(&key, flow, generation, slot, pkt, true)?;
+            redecide::<T>(&key, flow, generation, slot, flags, pkt, true)?;
         }
         account_flow(flow, len);
         return Ok(Reason::Established);
@@ -573,12 +580,12 @@ fn track_and_decide<T: FlowTable>(
                 src_mac: [0; 6],
                 from_lan: unsafe { (*flow).from_lan } != 0,
             };
-            redecide::<T>(&rkey, flow, generation, slot, &original, false)?;
+            redecide::<T>(&rkey, flow, generation, slot, flags, &original, false)?;
         }
         account_flow(flow, len);
         return Ok(Reason::Reply);
     }
-    let allowed = decide_flow(&Maps, slot, pkt, true)?;
+    let allowed = decide_flow(&Maps { flags }, slot, pkt, true)?;
     let value = FlowValue {
         generation,
         rule: allowed.rule,
@@ -600,10 +607,11 @@ fn redecide<T: FlowTable>(
     flow: *mut FlowValue,
     generation: u32,
     slot: u8,
+    flags: u32,
     original: &Packet,
     check_origin: bool,
 ) -> Result<(), Reason> {
-    match decide_flow(&Maps, slot, original, check_origin) {
+    match decide_flow(&Maps { flags }, slot, original, check_origin) {
         Ok(allowed) => {
             unsafe {
                 (*flow).generation = generation;
