@@ -13,6 +13,7 @@ pub mod control;
 pub mod datapath;
 pub mod diff;
 pub mod dispatch;
+pub mod history;
 pub mod isolation;
 pub mod maintenance;
 pub mod metrics;
