@@ -42,6 +42,8 @@ pub struct Packet {
     pub src_mac: [u8; 6],
     /// The packet came in on a LAN interface.
     pub from_lan: bool,
+    /// The TCP flags byte (0 for other protocols): recorded, never decided on.
+    pub tcp_flags: u8,
 }
 
 /// Decides the first packet of a flow. `check_origin` is false when an existing flow is

@@ -35,10 +35,13 @@ pub mod names {
     pub const VIOLATIONS: &str = "SEKISHO_VIOLATIONS";
     pub const LOCAL: &str = "SEKISHO_LOCAL";
     pub const ACCOUNTS: &str = "SEKISHO_ACCOUNTS";
+    pub const DENIED: &str = "SEKISHO_DENIED";
+    pub const EVENTS: &str = "SEKISHO_EVENTS";
+    pub const LOST: &str = "SEKISHO_LOST";
     /// Every map, in the order they are pinned.
-    pub const MAPS: [&str; 12] = [
+    pub const MAPS: [&str; 15] = [
         STATE, SETTINGS, ENDPOINTS, RULES, FLOWS, FLOWS4, COUNTERS, REASONS, ISOLATED, VIOLATIONS,
-        LOCAL, ACCOUNTS,
+        LOCAL, ACCOUNTS, DENIED, EVENTS, LOST,
     ];
 }
 
@@ -59,6 +62,11 @@ pub mod capacity {
     pub const VIOLATIONS: u32 = 1 << 14;
     /// Tracked connections, per address family.
     pub const FLOWS: u32 = 1 << 17;
+    /// Denied flows being aggregated until user space records them.
+    pub const DENIED: u32 = 1 << 16;
+    /// Bytes of the ring buffer that carries flow events to user space: about 40,000
+    /// events, several seconds of a port scan while the daemon is busy or restarting.
+    pub const EVENTS_BYTES: u32 = 1 << 22;
 }
 
 /// IPv4-mapped prefix length offset: an IPv4 `/n` is stored as `/(96 + n)`.
@@ -75,7 +83,7 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 /// Layout version of the maps. Pinned maps outlive the daemon; a daemon adopts them only
 /// when they were written with the layout it knows. Bump on any change to a map's key or
 /// value type, size or meaning.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Global state, one entry (index 0) of an array map.
 #[repr(C)]
@@ -256,7 +264,8 @@ impl FlowKey4 {
     }
 }
 
-/// What the kernel keeps per tracked connection.
+/// What the kernel keeps per tracked connection: the decision, and the flow's accounting
+/// for the traffic history (user space reads it when the flow ends).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
@@ -269,8 +278,76 @@ pub struct FlowValue {
     pub dst_account: u32,
     /// 1 when the first packet came in on a LAN interface.
     pub from_lan: u8,
-    pub _pad: [u8; 7],
+    /// TCP flags seen in either direction, OR-ed.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 2],
+    /// Interface the first packet came in on.
+    pub ifindex: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first packet; the last packet's time
+    /// comes from the coarse clock, which is cheaper and precise to a tick.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Initiator → responder.
+    pub fwd: Counter,
+    /// Replies.
+    pub rev: Counter,
 }
+
+/// A denied (or, in monitor mode, would-be-denied) flow: its packets are aggregated here,
+/// never one event per packet, until user space records and removes the entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeniedValue {
+    pub generation: u32,
+    /// [`Reason`] code.
+    pub reason: u8,
+    /// [`VERDICT_DENY`] or [`VERDICT_MONITOR`].
+    pub verdict: u8,
+    pub from_lan: u8,
+    pub tcp_flags: u8,
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A flow event in the ring buffer, kernel → user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// [`EVENT_ALLOW`], [`EVENT_DENY`] or [`EVENT_CUT`].
+    pub kind: u8,
+    /// [`Reason`] code: why it was allowed, denied or cut.
+    pub reason: u8,
+    /// [`VERDICT_ALLOW`], [`VERDICT_DENY`] or [`VERDICT_MONITOR`].
+    pub verdict: u8,
+    pub proto: u8,
+    pub ifindex: u32,
+    pub generation: u32,
+    pub rule: u32,
+    /// The flow as its first packet saw it (IPv4-mapped for IPv4).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub tcp_flags: u8,
+    pub from_lan: u8,
+    pub _pad: [u8; 2],
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub fwd: Counter,
+    pub rev: Counter,
+}
+
+/// A flow's first packet was allowed and the flow is now tracked.
+pub const EVENT_ALLOW: u8 = 1;
+/// A flow's first denied packet (later ones are aggregated in the denied map).
+pub const EVENT_DENY: u8 = 2;
+/// An allowed flow was cut: a newer generation or an isolation no longer allows it. Carries
+/// the flow's totals, because the kernel forgets the flow at that moment.
+pub const EVENT_CUT: u8 = 3;
 
 /// Where the accounts of peers start.
 pub const PEER_ACCOUNT_BASE: u32 = 1 << 16;
@@ -434,7 +511,9 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey4>() == 16);
 const _: () = assert!(core::mem::size_of::<IsolationKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Violations>() == 8);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 72);
+const _: () = assert!(core::mem::size_of::<DeniedValue>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 104);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 
 #[cfg(feature = "user")]
@@ -452,5 +531,7 @@ mod pod {
     unsafe impl aya::Pod for IsolationKey {}
     unsafe impl aya::Pod for Violations {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for DeniedValue {}
+    unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for Counter {}
 }

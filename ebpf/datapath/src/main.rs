@@ -14,18 +14,27 @@
 //! decided by a mix of two policies. Generation 0 means no policy: everything is dropped.
 #![no_std]
 #![no_main]
+// The BPF target has no `AtomicU64::fetch_add`; the intrinsic compiles to the BPF atomic add
+// instruction (`lock +=`), as `__sync_fetch_and_add` does in C. The kernel programs are
+// built with nightly (build-std) anyway.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf, lpm_trie::Key,
+    },
     programs::TcContext,
 };
 use sekisho_common::{
-    Counter, DIR_FROM_LAN, DIR_FROM_WAN, ENDPOINT_KEY_FIXED_BITS, Endpoint, EndpointKey, FlowKey,
-    FlowKey4, FlowValue, IsolationKey, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey,
-    RuleValue, SLOTS, Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS,
-    Violations, capacity, counter_index,
+    Counter, DIR_FROM_LAN, DIR_FROM_WAN, DeniedValue, ENDPOINT_KEY_FIXED_BITS, EVENT_ALLOW,
+    EVENT_CUT, EVENT_DENY, Endpoint, EndpointKey, FlowEvent, FlowKey, FlowKey4, FlowValue,
+    IsolationKey, MODE_MONITOR, REASONS, RULE_KEY_FULL_BITS, Reason, RuleKey, RuleValue, SLOTS,
+    Settings, State, VERDICT_ALLOW, VERDICT_DENY, VERDICT_MONITOR, VERDICTS, Violations, capacity,
+    counter_index,
     decide::{Packet, PolicyView, decide_flow},
     proto, v4_mapped,
 };
@@ -65,6 +74,16 @@ static ACCOUNTS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(capacity::
 
 #[map(name = "SEKISHO_LOCAL")]
 static LOCAL: HashMap<[u8; 16], u8> = HashMap::with_max_entries(capacity::LOCAL, 0);
+
+#[map(name = "SEKISHO_DENIED")]
+static DENIED: LruHashMap<FlowKey, DeniedValue> = LruHashMap::with_max_entries(capacity::DENIED, 0);
+
+#[map(name = "SEKISHO_EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+
+/// Flow events the ring buffer had no room for (user space writes a gap record for them).
+#[map(name = "SEKISHO_LOST")]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "SEKISHO_REASONS")]
 static REASON_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASONS, 0);
@@ -240,15 +259,128 @@ fn classify(ctx: &TcContext, from_lan: bool, mode: &mut u32) -> Result<Reason, R
     } else {
         parse_l4(ctx, l4_off, &Copied, &mut pkt)?;
     }
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let verdict = if ethertype == ETH_P_IP {
-        track_and_decide::<V4>(state.generation, slot, flags, &pkt, ctx.len())
+        track_and_decide::<V4>(state.generation, slot, flags, &pkt, ctx.len(), ifindex)
     } else {
-        track_and_decide::<V6>(state.generation, slot, flags, &pkt, ctx.len())
+        track_and_decide::<V6>(state.generation, slot, flags, &pkt, ctx.len(), ifindex)
     };
-    if verdict.is_err() && from_lan {
-        count_violation(&pkt.src);
+    if let Err(reason) = verdict {
+        if from_lan {
+            count_violation(&pkt.src);
+        }
+        let passed = *mode == MODE_MONITOR && reason != Reason::Isolated;
+        let verdict = if passed {
+            VERDICT_MONITOR
+        } else {
+            VERDICT_DENY
+        };
+        record_denied(&pkt, reason, verdict, state.generation, ctx.len(), ifindex);
     }
     verdict
+}
+
+/// Adds to a counter other CPUs may be adding to.
+#[inline(always)]
+unsafe fn atomic_add(counter: *mut u64, value: u64) {
+    use core::intrinsics::{AtomicOrdering, atomic_xadd};
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
+}
+
+/// Hands an event to user space, written in place in the ring buffer (the BPF stack has
+/// no room for a copy); a full ring buffer is counted, never silent.
+#[inline(always)]
+fn emit(fill: impl FnOnce(*mut FlowEvent)) {
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut entry) => {
+            fill(entry.as_mut_ptr());
+            entry.submit(0);
+        }
+        None => {
+            if let Some(c) = LOST.get_ptr_mut(0) {
+                // Per-CPU entry: no other writer.
+                unsafe { *c += 1 };
+            }
+        }
+    }
+}
+
+/// Fills the fields every event has.
+#[inline(always)]
+unsafe fn fill_event(e: *mut FlowEvent, kind: u8, reason: Reason, verdict: u32, pkt: &Packet) {
+    unsafe {
+        (*e).kind = kind;
+        (*e).reason = reason as u8;
+        (*e).verdict = verdict as u8;
+        (*e).proto = pkt.proto;
+        (*e).src = pkt.src;
+        (*e).dst = pkt.dst;
+        (*e).sport = pkt.sport;
+        (*e).dport = pkt.dport;
+        (*e).from_lan = u8::from(pkt.from_lan);
+        (*e)._pad = [0; 2];
+    }
+}
+
+/// Aggregates a denied packet into its flow's entry; the first packet of a denied flow is
+/// also an event, so the attempt is in the history even if nothing else follows.
+#[inline(always)]
+fn record_denied(
+    pkt: &Packet,
+    reason: Reason,
+    verdict: u32,
+    generation: u32,
+    len: u32,
+    ifindex: u32,
+) {
+    let key = FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport: pkt.sport,
+        dport: pkt.dport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    if let Some(d) = DENIED.get_ptr_mut(&key) {
+        // Shared between CPUs: the counters are added atomically; the time and flags are
+        // a last-writer-wins hint.
+        unsafe {
+            atomic_add(&raw mut (*d).packets, 1);
+            atomic_add(&raw mut (*d).bytes, u64::from(len));
+            (*d).last_ns = bpf_ktime_get_coarse_ns();
+            (*d).tcp_flags |= pkt.tcp_flags;
+        }
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let value = DeniedValue {
+        generation,
+        reason: reason as u8,
+        verdict: verdict as u8,
+        from_lan: u8::from(pkt.from_lan),
+        tcp_flags: pkt.tcp_flags,
+        ifindex,
+        _pad: 0,
+        first_ns: now,
+        last_ns: now,
+        packets: 1,
+        bytes: u64::from(len),
+    };
+    let _ = DENIED.insert(&key, &value, 0);
+    emit(|e| unsafe {
+        fill_event(e, EVENT_DENY, reason, verdict, pkt);
+        (*e).ifindex = ifindex;
+        (*e).generation = generation;
+        (*e).rule = 0;
+        (*e).tcp_flags = pkt.tcp_flags;
+        (*e).first_ns = now;
+        (*e).last_ns = now;
+        (*e).fwd = Counter {
+            packets: 1,
+            bytes: u64::from(len),
+        };
+        (*e).rev = Counter::default();
+    });
 }
 
 /// Counts a denied packet against its LAN source address, for the automatic triggers
@@ -294,7 +426,8 @@ fn established_v4(ctx: &TcContext, generation: u32) -> Option<Reason> {
     if unsafe { (*flow).generation } != generation {
         return None;
     }
-    account_flow(flow, ctx.len());
+    let flags = if proto == proto::TCP { b[47] } else { 0 };
+    account_flow(flow, ctx.len(), false, flags);
     Some(Reason::Established)
 }
 
@@ -394,6 +527,7 @@ fn parse_l4<F: Fetch>(ctx: &TcContext, off: usize, f: &F, pkt: &mut Packet) -> R
             }
             pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+            pkt.tcp_flags = hdr[13];
         }
         proto::UDP => {
             let hdr: [u8; 8] = f.fetch(ctx, off)?;
@@ -536,20 +670,43 @@ impl FlowTable for V6 {
     }
 }
 
-/// Counts a packet of `len` bytes against both ends of a flow (per-CPU: plain adds).
+/// Counts a packet of `len` bytes against the flow (for its history record) and against
+/// both of its ends (for the per-asset and per-peer metrics).
 #[inline(always)]
-fn account_flow(flow: *const FlowValue, len: u32) {
-    let (src, dst) = unsafe { ((*flow).src_account, (*flow).dst_account) };
-    for account in [src, dst] {
-        if account != 0 {
-            if let Some(c) = ACCOUNTS.get_ptr_mut(account) {
-                unsafe {
-                    (*c).packets += 1;
-                    (*c).bytes += u64::from(len);
-                }
-            }
+fn account_flow(flow: *mut FlowValue, len: u32, reply: bool, tcp_flags: u8) {
+    // The flow entry is shared between CPUs: counters are added atomically. The time and
+    // flags are a last-writer-wins hint, precise enough for a record.
+    unsafe {
+        let c = if reply {
+            &raw mut (*flow).rev
+        } else {
+            &raw mut (*flow).fwd
+        };
+        atomic_add(&raw mut (*c).packets, 1);
+        atomic_add(&raw mut (*c).bytes, u64::from(len));
+        (*flow).last_ns = bpf_ktime_get_coarse_ns();
+        if tcp_flags & !(*flow).tcp_flags != 0 {
+            (*flow).tcp_flags |= tcp_flags;
         }
     }
+    account_accounts(unsafe { &*flow }, len);
+}
+
+/// The event of a tracked flow: its start (`EVENT_ALLOW`) or its cut (`EVENT_CUT`).
+#[inline(always)]
+fn flow_event(kind: u8, reason: Reason, pkt: &Packet, flow: *const FlowValue) {
+    emit(|e| unsafe {
+        fill_event(e, kind, reason, VERDICT_ALLOW, pkt);
+        (*e).from_lan = (*flow).from_lan;
+        (*e).ifindex = (*flow).ifindex;
+        (*e).generation = (*flow).generation;
+        (*e).rule = (*flow).rule;
+        (*e).tcp_flags = (*flow).tcp_flags;
+        (*e).first_ns = (*flow).first_ns;
+        (*e).last_ns = (*flow).last_ns;
+        (*e).fwd = (*flow).fwd;
+        (*e).rev = (*flow).rev;
+    });
 }
 
 #[inline(always)]
@@ -559,13 +716,14 @@ fn track_and_decide<T: FlowTable>(
     flags: u32,
     pkt: &Packet,
     len: u32,
+    ifindex: u32,
 ) -> Result<Reason, Reason> {
     let key = T::key(pkt);
     if let Some(flow) = T::get(&key) {
         if unsafe { (*flow).generation } != generation {
             redecide::<T>(&key, flow, generation, slot, flags, pkt, true)?;
         }
-        account_flow(flow, len);
+        account_flow(flow, len, false, pkt.tcp_flags);
         return Ok(Reason::Established);
     }
     let rkey = T::reversed(&key);
@@ -579,28 +737,57 @@ fn track_and_decide<T: FlowTable>(
                 proto: pkt.proto,
                 src_mac: [0; 6],
                 from_lan: unsafe { (*flow).from_lan } != 0,
+                tcp_flags: 0,
             };
             redecide::<T>(&rkey, flow, generation, slot, flags, &original, false)?;
         }
-        account_flow(flow, len);
+        account_flow(flow, len, true, pkt.tcp_flags);
         return Ok(Reason::Reply);
     }
     let allowed = decide_flow(&Maps { flags }, slot, pkt, true)?;
+    let now = unsafe { bpf_ktime_get_ns() };
     let value = FlowValue {
         generation,
         rule: allowed.rule,
         src_account: allowed.src_account,
         dst_account: allowed.dst_account,
         from_lan: u8::from(pkt.from_lan),
-        _pad: [0; 7],
+        tcp_flags: pkt.tcp_flags,
+        _pad: [0; 2],
+        ifindex,
+        first_ns: now,
+        last_ns: now,
+        fwd: Counter {
+            packets: 1,
+            bytes: u64::from(len),
+        },
+        rev: Counter::default(),
     };
-    account_flow(&value, len);
+    account_accounts(&value, len);
     T::insert(&key, &value);
+    flow_event(EVENT_ALLOW, Reason::Policy, pkt, &value);
     Ok(Reason::Policy)
 }
 
+/// Counts a packet against both ends of a flow, for the per-asset and per-peer metrics.
+#[inline(always)]
+fn account_accounts(flow: &FlowValue, len: u32) {
+    for account in [flow.src_account, flow.dst_account] {
+        if account != 0 {
+            // Per-CPU entry: plain adds are safe.
+            if let Some(c) = ACCOUNTS.get_ptr_mut(account) {
+                unsafe {
+                    (*c).packets += 1;
+                    (*c).bytes += u64::from(len);
+                }
+            }
+        }
+    }
+}
+
 /// A flow allowed by an older generation: keep it if the policy in force still allows it,
-/// cut it (and forget it) otherwise.
+/// cut it (and forget it) otherwise. A cut flow's totals go to user space with the event,
+/// because the kernel forgets the flow here.
 #[inline(always)]
 fn redecide<T: FlowTable>(
     key: &T::Key,
@@ -622,6 +809,7 @@ fn redecide<T: FlowTable>(
             Ok(())
         }
         Err(reason) => {
+            flow_event(EVENT_CUT, reason, original, flow);
             T::remove(key);
             Err(reason)
         }
