@@ -170,6 +170,8 @@ pub struct Datapath {
     violations: PerCpuHashMap<MapData, [u8; 16], Violations>,
     local: HashMap<MapData, [u8; 16], u8>,
     accounts: PerCpuArray<MapData, Counter>,
+    /// The traffic history's maps, until the recorder takes them.
+    flow_maps: Option<crate::history::recorder::FlowMaps>,
     attached: Vec<(String, Side)>,
     pin_dir: Option<PathBuf>,
 }
@@ -319,6 +321,18 @@ impl Datapath {
             .map_err(map_err(names::LOCAL, "open"))?;
         let accounts = PerCpuArray::try_from(take(&mut ebpf, names::ACCOUNTS)?)
             .map_err(map_err(names::ACCOUNTS, "open"))?;
+        let flow_maps = crate::history::recorder::FlowMaps {
+            events: aya::maps::RingBuf::try_from(take(&mut ebpf, names::EVENTS)?)
+                .map_err(map_err(names::EVENTS, "open"))?,
+            flows4: HashMap::try_from(take(&mut ebpf, names::FLOWS4)?)
+                .map_err(map_err(names::FLOWS4, "open"))?,
+            flows6: HashMap::try_from(take(&mut ebpf, names::FLOWS)?)
+                .map_err(map_err(names::FLOWS, "open"))?,
+            denied: HashMap::try_from(take(&mut ebpf, names::DENIED)?)
+                .map_err(map_err(names::DENIED, "open"))?,
+            lost: PerCpuArray::try_from(take(&mut ebpf, names::LOST)?)
+                .map_err(map_err(names::LOST, "open"))?,
+        };
         Ok(Datapath {
             ebpf,
             state,
@@ -331,6 +345,7 @@ impl Datapath {
             violations,
             local,
             accounts,
+            flow_maps: Some(flow_maps),
             attached: Vec::new(),
             pin_dir: pin_dir.map(Path::to_owned),
         })
@@ -452,6 +467,12 @@ impl Datapath {
 
     fn state(&self) -> Result<State> {
         self.state.get(&0, 0).map_err(map_err(names::STATE, "read"))
+    }
+
+    /// The flow tables, ring buffer and lost-event counter, for the traffic history's
+    /// recorder (which reads them on its own thread). `None` once taken.
+    pub fn take_flow_maps(&mut self) -> Option<crate::history::recorder::FlowMaps> {
+        self.flow_maps.take()
     }
 
     /// The generation in force (0: none, everything dropped).

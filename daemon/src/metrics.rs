@@ -79,10 +79,25 @@ pub struct Snapshot {
     pub notifications: Vec<(String, String, String, u64)>,
     pub drift_ebpf: u64,
     pub drift_nftables: u64,
-    /// 0 until the traffic history exists.
+    /// Records appended to the traffic history since the daemon started.
     pub history_records: u64,
-    /// 0 until the traffic history exists.
+    /// Flow events the kernel's ring buffer had no room for.
     pub events_lost: u64,
+    /// The traffic history is recording (its thread runs and its last write succeeded).
+    pub history_recording: bool,
+    /// Records that could not be written (disk full, I/O error) since the daemon started.
+    pub history_unrecorded: u64,
+    /// Unix time of the last successful sync of the history's write-ahead log; the lag is
+    /// `time() - this` (0 before the first sync).
+    pub history_last_sync: f64,
+    /// Bytes of the traffic history on disk.
+    pub history_disk_bytes: u64,
+    /// Flows tracked in the kernel, and denied flows being aggregated.
+    pub flows_tracked: u64,
+    pub flows_denied_open: u64,
+    /// IPFIX records sent to the collector, and failed sends.
+    pub ipfix_records: u64,
+    pub ipfix_errors: u64,
     /// (peer name, reachable).
     pub peers_up: Vec<(String, bool)>,
     /// (result `ok`|`error`|`refused`, count).
@@ -314,6 +329,44 @@ pub fn try_render(s: &Snapshot) -> Result<String, MetricsError> {
         &[],
     )?;
     r.add(&lost, &[], s.events_lost)?;
+    let recording = r.gauge(
+        "sekisho_history_recording",
+        "1 while the traffic history records; 0 when it cannot (enforcement goes on).",
+        &[],
+    )?;
+    r.set(&recording, &[], if s.history_recording { 1.0 } else { 0.0 })?;
+    let unrecorded = r.counter(
+        "sekisho_history_unrecorded_total",
+        "Traffic records that could not be written (disk full, I/O error); a gap record says so once writing resumes.",
+        &[],
+    )?;
+    r.add(&unrecorded, &[], s.history_unrecorded)?;
+    let synced = r.gauge(
+        "sekisho_history_last_sync_timestamp_seconds",
+        "Unix time of the last sync of the traffic history's write-ahead log.",
+        &[],
+    )?;
+    r.set(&synced, &[], s.history_last_sync)?;
+    let disk = r.gauge(
+        "sekisho_history_disk_bytes",
+        "Bytes of the traffic history on disk (write-ahead log, segments, manifest).",
+        &[],
+    )?;
+    r.set(&disk, &[], s.history_disk_bytes as f64)?;
+    let tracked = r.gauge(
+        "sekisho_flows_tracked",
+        "Flows in the kernel's tables: allowed and tracked, or denied and being aggregated.",
+        &["verdict"],
+    )?;
+    r.set(&tracked, &["allow"], s.flows_tracked as f64)?;
+    r.set(&tracked, &["deny"], s.flows_denied_open as f64)?;
+    let ipfix = r.counter(
+        "sekisho_ipfix_records_total",
+        "Flow records exported in IPFIX, by result.",
+        &["result"],
+    )?;
+    r.add(&ipfix, &["sent"], s.ipfix_records)?;
+    r.add(&ipfix, &["error"], s.ipfix_errors)?;
 
     // Peers and control.
     let peers = r.gauge(
@@ -581,6 +634,14 @@ mod tests {
             drift_nftables: 2,
             history_records: 1234,
             events_lost: 5,
+            history_recording: true,
+            history_unrecorded: 3,
+            history_last_sync: 1_795_000_000.5,
+            history_disk_bytes: 4096,
+            flows_tracked: 7,
+            flows_denied_open: 2,
+            ipfix_records: 11,
+            ipfix_errors: 1,
             peers_up: vec![("prefecture".into(), true), ("nation".into(), false)],
             control_requests: vec![("ok".into(), 9), ("refused".into(), 1)],
             assets_traffic: vec![("cs01".into(), 50), ("cs02".into(), 0)],
@@ -616,6 +677,8 @@ mod tests {
             "sekisho_notifications_total",
             "sekisho_history_records_total",
             "sekisho_events_lost_total",
+            "sekisho_history_unrecorded_total",
+            "sekisho_ipfix_records_total",
             "sekisho_drops_total",
             "sekisho_drift_repaired_total",
             "sekisho_control_requests_total",
@@ -633,6 +696,10 @@ mod tests {
             "sekisho_last_reload_timestamp_seconds",
             "sekisho_maintenance_windows",
             "sekisho_notifications_oldest_pending_seconds",
+            "sekisho_history_recording",
+            "sekisho_history_last_sync_timestamp_seconds",
+            "sekisho_history_disk_bytes",
+            "sekisho_flows_tracked",
         ];
         for name in counters {
             assert_eq!(kind(&text, name), Some("counter"), "{name} in\n{text}");
@@ -723,6 +790,11 @@ mod tests {
         );
         expect(&text, "sekisho_history_records_total", 1234.0);
         expect(&text, "sekisho_events_lost_total", 5.0);
+        expect(&text, "sekisho_history_recording", 1.0);
+        expect(&text, "sekisho_history_unrecorded_total", 3.0);
+        expect(&text, "sekisho_history_disk_bytes", 4096.0);
+        expect(&text, "sekisho_flows_tracked{verdict=\"deny\"}", 2.0);
+        expect(&text, "sekisho_ipfix_records_total{result=\"sent\"}", 11.0);
         expect(&text, "sekisho_peer_up{peer=\"prefecture\"}", 1.0);
         expect(&text, "sekisho_peer_up{peer=\"nation\"}", 0.0);
         expect(&text, "sekisho_control_requests_total{result=\"ok\"}", 9.0);

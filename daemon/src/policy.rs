@@ -272,6 +272,12 @@ impl CompiledPolicy {
         sekisho_common::decide::decide(self, 0, pkt, true)
     }
 
+    /// Decides by addresses, protocol and port only, without the side and MAC checks
+    /// (for a recorded flow, whose frame is gone).
+    pub fn decide_flow(&self, pkt: &Packet) -> Result<u32, sekisho_common::Reason> {
+        sekisho_common::decide::decide(self, 0, pkt, false)
+    }
+
     /// Number of distinct selectors per kind: (assets, roles, peers).
     pub fn counts(&self) -> (usize, usize, usize) {
         let kind = |k: u32| {
@@ -368,6 +374,7 @@ mod tests {
                 [0; 6]
             },
             from_lan,
+            tcp_flags: 0,
         }
     }
 
