@@ -59,7 +59,15 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     // systemd-analyze checks the unit file.
     "systemd",
+    // The IPFIX export test (tests/tests/ipfix.rs) decodes with Wireshark's dissector and
+    // collects with nfdump's nfcapd.
+    "tshark",
+    "nfdump",
 ];
+
+/// Answers to the packages' debconf questions, so that an unattended install never stops
+/// to ask: tshark asks whether non-root users may capture (no: the tests run as root).
+const DEBCONF_SELECTIONS: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
 
 fn main() -> anyhow::Result<()> {
     let options = Options::parse();
@@ -111,6 +119,27 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Feeds `selections` to `debconf-set-selections`.
+fn preseed(selections: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut cmd = Command::new("debconf-set-selections");
+    eprintln!("+ {cmd:?} <<< {selections:?}");
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections stdin")?
+        .write_all(selections.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
 fn setup() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
@@ -123,6 +152,7 @@ fn setup() -> anyhow::Result<()> {
         })
         .collect();
     if !missing.is_empty() {
+        preseed(DEBCONF_SELECTIONS)?;
         run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])

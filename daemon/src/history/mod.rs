@@ -5,6 +5,7 @@
 //! segment (`segment`) entered in a SHA-256 chained manifest (`manifest`). `query` reads
 //! them back, pruning by time and column statistics.
 
+pub mod ipfix;
 pub mod record;
 
 pub use record::{Close, Event, Record, Verdict};
