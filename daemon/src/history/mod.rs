@@ -6,6 +6,8 @@
 //! them back, pruning by time and column statistics.
 
 pub mod ipfix;
+pub mod query;
 pub mod record;
+pub mod segment;
 
 pub use record::{Close, Event, Record, Verdict};
