@@ -188,6 +188,12 @@ pub struct StatusReport {
     pub maintenance: Vec<crate::maintenance::Window>,
     /// Notices not yet accepted by their server.
     pub notifications_pending: u64,
+    /// Where the traffic history is (read directly by `sekishoctl history`).
+    #[serde(default)]
+    pub history_dir: Option<PathBuf>,
+    /// The traffic history's health; `None` when it is not recording.
+    #[serde(default)]
+    pub history: Option<crate::history::service::HistoryStatus>,
 }
 
 /// What an isolation would do, shown before anything changes.

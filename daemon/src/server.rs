@@ -72,6 +72,9 @@ pub struct Daemon {
     requests: std::collections::BTreeMap<&'static str, u64>,
     /// Last probe result per peer with a `probe` (R19).
     peer_up: std::collections::BTreeMap<String, bool>,
+    /// The traffic history's recording thread; `None` if it could not start (enforcement
+    /// does not depend on it, and the metrics say so).
+    history: Option<crate::history::service::HistoryService>,
 }
 
 /// The channels of `config`, or none (notices then wait in the outbox).
@@ -190,6 +193,16 @@ impl Daemon {
             datapath.apply_after(&policy, last_archived)?
         };
         datapath.set_local_addresses(&local_addresses())?;
+        // Recording starts before the programs are attached, so the first flow is in it.
+        let history = datapath.take_flow_maps().and_then(|maps| {
+            match crate::history::service::HistoryService::start(&config, maps) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    error!(error = %e, "the traffic history cannot record; enforcement goes on");
+                    None
+                }
+            }
+        });
         for (name, side) in side_interfaces(&config) {
             datapath.attach(&name, side)?;
         }
@@ -247,7 +260,48 @@ impl Daemon {
             last_reload: None,
             requests: std::collections::BTreeMap::new(),
             peer_up: std::collections::BTreeMap::new(),
+            history,
         })
+    }
+
+    /// Writes what the kernel has reported so far to disk, so that a cut-off is reported
+    /// only with the traffic up to it safely recorded.
+    fn sync_history(&self) {
+        if let Some(h) = &self.history {
+            if let Err(e) = h.sync(Duration::from_secs(2)) {
+                warn!(error = %e, "traffic history not synced before the report");
+            }
+        }
+    }
+
+    /// Stops recording after a last drain and sync.
+    pub fn stop_history(&mut self) {
+        self.history.take();
+    }
+
+    /// Writes segments removed by the retention to the operation history.
+    fn record_retention(&mut self) {
+        let removed = match &self.history {
+            Some(h) => h.take_removed(),
+            None => return,
+        };
+        for e in removed {
+            let entry = Daemon::entry(
+                "sekishod",
+                "history-retention",
+                Some(e.path.clone()),
+                None,
+                "ok".into(),
+                serde_json::json!({
+                    "segment": e.path,
+                    "records": e.records,
+                    "oldest": e.min_first_us,
+                    "newest": e.max_last_us,
+                    "retention": self.config.history.retention.to_string(),
+                }),
+            );
+            self.record(entry);
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -295,6 +349,8 @@ impl Daemon {
                 .filter(|w| matches!(w.state, WindowState::Scheduled | WindowState::Active))
                 .collect(),
             notifications_pending: self.outbox.pending_count()?,
+            history_dir: Some(crate::history::service::root(&self.config.daemon.state_dir)),
+            history: self.history.as_ref().map(|h| h.status()),
         })
     }
 
@@ -340,6 +396,9 @@ impl Daemon {
             jiff::Timestamp::now(),
         )?;
         *self.sender.lock().expect("sender lock") = sender_for(&config);
+        if let Some(h) = &self.history {
+            h.set_names(&config);
+        }
         self.config = config;
         self.policy = policy;
         self.degraded = None;
@@ -566,6 +625,11 @@ impl Daemon {
     pub fn metrics(&mut self) -> anyhow::Result<crate::metrics::Snapshot> {
         use crate::datapath::{DIRECTION_NAMES, VERDICT_NAMES};
         let counters = self.datapath.counters()?;
+        let history = self
+            .history
+            .as_ref()
+            .map(|h| h.status())
+            .unwrap_or_default();
         let mut packets = Vec::new();
         let mut bytes = Vec::new();
         for (d, direction) in DIRECTION_NAMES.iter().enumerate() {
@@ -671,7 +735,16 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
-            ..Default::default()
+            history_records: history.records,
+            events_lost: history.events_lost,
+            history_recording: self.history.is_some() && !history.degraded,
+            history_unrecorded: history.unrecorded,
+            history_last_sync: history.last_sync,
+            history_disk_bytes: history.disk_bytes,
+            flows_tracked: history.flows_open,
+            flows_denied_open: history.denied_open,
+            ipfix_records: history.ipfix_records,
+            ipfix_errors: history.ipfix_errors,
         })
     }
 
@@ -905,6 +978,7 @@ impl Daemon {
             .record(entry)
             .map(|e| e.reference())
             .unwrap_or_else(|| "unrecorded".to_owned());
+        self.sync_history();
         warn!(%target, generation, drill = isolation.drill, "isolated");
         Ok((generation, reference, switched))
     }
@@ -1458,6 +1532,7 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
                     let mut d = d.lock().expect("daemon lock");
                     d.check_triggers();
                     d.check_maintenance();
+                    d.record_retention();
                 }).await?;
             }
             _ = pending.tick() => {
@@ -1493,6 +1568,7 @@ pub async fn run(daemon: Daemon, listener: UnixListener) -> anyhow::Result<()> {
     let _ = prober.join();
     drop(metrics);
     let mut d = daemon.lock().expect("daemon lock");
+    d.stop_history();
     let e = Daemon::entry(
         "sekishod",
         "stop",

@@ -8,6 +8,7 @@ use sekisho::audit::Verification;
 use sekisho::config::Config;
 use sekisho::control::{self, IsolateRequest, Request, Response, StatusReport};
 use sekisho::datapath::{DIRECTION_NAMES, VERDICT_NAMES};
+use sekisho::history::{manifest, query, store, whatif};
 use sekisho::paths;
 
 #[derive(Parser, Debug)]
@@ -120,6 +121,92 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The traffic history (通信履歴): every flow, allowed or denied, kept 7 years (R6–R9).
+    History {
+        /// The history directory (default: the running daemon's, else
+        /// /var/lib/sekisho/history). Read directly: works while the daemon is stopped.
+        #[arg(long, global = true, env = "SEKISHO_HISTORY_DIR")]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+struct FilterArgs {
+    /// From this time: RFC 3339 (2026-11-23T09:00:00+09:00) or a date (2026-11-23, JST).
+    #[arg(long)]
+    since: Option<String>,
+    /// Up to this time (a date means the end of that day, JST).
+    #[arg(long)]
+    until: Option<String>,
+    /// Flows from or to this asset.
+    #[arg(long)]
+    asset: Option<String>,
+    /// Flows from or to assets of this role.
+    #[arg(long)]
+    role: Option<String>,
+    /// Flows from or to this peer.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Flows from or to this address or network (192.0.2.10, 2001:db8::/64).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Flows with this source or destination port.
+    #[arg(long)]
+    port: Option<u16>,
+    /// allow, deny or monitor.
+    #[arg(long)]
+    verdict: Option<String>,
+    /// start, end or gap.
+    #[arg(long)]
+    event: Option<String>,
+    /// At most N records.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum QueryFormat {
+    Table,
+    Jsonl,
+    Csv,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ExportFormat {
+    Parquet,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Subcommand, Debug)]
+enum HistoryCommand {
+    /// Records matching the filters, oldest first.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output: a table, JSON lines or CSV (`-o json` means JSON lines).
+        #[arg(long, value_enum)]
+        format: Option<QueryFormat>,
+        /// Print how many segments and row groups were read (to stderr).
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Write the records of a time range to a file for other tools (DuckDB, pandas, Excel).
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Check every sealed segment against the SHA-256 chained manifest; names the first
+    /// changed, missing, reordered or truncated one.
+    Verify,
+    /// Records, bytes on disk and the oldest record, by month.
+    Stats,
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +262,19 @@ enum PolicyCommand {
     At { time: String },
     /// Every policy generation ever in force.
     Log,
+    /// Replay the recorded flows against FILE: what it would have allowed or denied
+    /// differently.
+    Whatif {
+        file: PathBuf,
+        /// From this time (RFC 3339 or a date, JST).
+        #[arg(long)]
+        since: String,
+        #[arg(long)]
+        until: Option<String>,
+        /// The history directory (default: the running daemon's).
+        #[arg(long, env = "SEKISHO_HISTORY_DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Parses "120", "120s", "5m", "1h" into seconds.
@@ -693,6 +793,29 @@ fn run(options: &Options) -> anyhow::Result<()> {
             other => unexpected(other),
         },
         Command::Policy {
+            command:
+                PolicyCommand::Whatif {
+                    file,
+                    since,
+                    until,
+                    dir,
+                },
+        } => {
+            let candidate = Config::load(file)?;
+            let policy = sekisho::policy::CompiledPolicy::compile(&candidate);
+            let root = history_root(options, dir.as_deref());
+            let since_us = parse_time(since, false)?;
+            let until_us = until.as_deref().map(|u| parse_time(u, true)).transpose()?;
+            let report = whatif::replay(&root, &policy, Some(since_us), until_us)?;
+            emit(options, serde_json::to_value(&report)?, || {
+                whatif_table(&report, file)
+            })
+        }
+        Command::History { dir, command } => {
+            let root = history_root(options, dir.as_deref());
+            history_command(options, &root, command)
+        }
+        Command::Policy {
             command: PolicyCommand::Log,
         } => match call(options, &Request::PolicyList)? {
             Response::PolicyList { generations: list } => {
@@ -822,6 +945,24 @@ fn print_status(s: &StatusReport) {
         "  notices     {} waiting for delivery",
         s.notifications_pending
     );
+    match &s.history {
+        Some(h) => println!(
+            "  history     {} records since start, {} events lost, {} unrecorded, {:.1} MB on disk{}",
+            h.records,
+            h.events_lost,
+            h.unrecorded,
+            h.disk_bytes as f64 / 1e6,
+            if h.degraded {
+                format!(
+                    " — NOT RECORDING: {}",
+                    h.last_error.as_deref().unwrap_or("?")
+                )
+            } else {
+                String::new()
+            }
+        ),
+        None => println!("  history     NOT RECORDING (enforcement is not affected)"),
+    }
     for w in &s.maintenance {
         println!(
             "  MAINTENANCE {} {} → {} ({}): {}",
@@ -885,4 +1026,267 @@ fn print_status(s: &StatusReport) {
             println!("{r:<22} {n:>10}");
         }
     }
+}
+
+/// The history directory: `--dir`, else the running daemon's, else the default.
+fn history_root(options: &Options, dir: Option<&Path>) -> PathBuf {
+    if let Some(d) = dir {
+        return d.to_owned();
+    }
+    if let Ok(Response::Status(s)) = control::call(&options.socket, &Request::Status) {
+        if let Some(d) = s.history_dir {
+            return d;
+        }
+    }
+    sekisho::history::service::root(Path::new(paths::STATE_DIR))
+}
+
+/// Japan Standard Time, in which operators give dates.
+fn jst() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::fixed(jiff::tz::offset(9))
+}
+
+/// RFC 3339, a date (its start, or with `end_of_day` its last microsecond, JST) or a date
+/// and time without offset (JST) → microseconds since the epoch.
+fn parse_time(s: &str, end_of_day: bool) -> anyhow::Result<i64> {
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_microsecond());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        let start = d.to_zoned(jst())?.timestamp().as_microsecond();
+        return Ok(if end_of_day {
+            start + 86_400_000_000 - 1
+        } else {
+            start
+        });
+    }
+    if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        return Ok(dt.to_zoned(jst())?.timestamp().as_microsecond());
+    }
+    anyhow::bail!(
+        "{s:?} is not a time: use RFC 3339 (2026-11-23T09:00:00+09:00) or a date (2026-11-23, JST)"
+    )
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> anyhow::Result<query::Filter> {
+        let addr = self
+            .addr
+            .as_deref()
+            .map(|a| {
+                a.parse::<ipnet::IpNet>()
+                    .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| anyhow::anyhow!("--addr {a:?} is not an address or a network"))
+            })
+            .transpose()?;
+        let verdict = self
+            .verdict
+            .as_deref()
+            .map(|v| {
+                sekisho::history::Verdict::from_name(v)
+                    .ok_or_else(|| anyhow::anyhow!("--verdict {v:?}: use allow, deny or monitor"))
+            })
+            .transpose()?;
+        let event = self
+            .event
+            .as_deref()
+            .map(|e| {
+                sekisho::history::Event::from_name(e)
+                    .ok_or_else(|| anyhow::anyhow!("--event {e:?}: use start, end or gap"))
+            })
+            .transpose()?;
+        Ok(query::Filter {
+            since_us: self
+                .since
+                .as_deref()
+                .map(|t| parse_time(t, false))
+                .transpose()?,
+            until_us: self
+                .until
+                .as_deref()
+                .map(|t| parse_time(t, true))
+                .transpose()?,
+            asset: self.asset.clone(),
+            role: self.role.clone(),
+            peer: self.peer.clone(),
+            addr,
+            port: self.port,
+            verdict,
+            event,
+            limit: self.limit,
+        })
+    }
+}
+
+fn history_command(options: &Options, root: &Path, command: &HistoryCommand) -> anyhow::Result<()> {
+    if !root.exists() {
+        anyhow::bail!(
+            "{}: no traffic history here (give --dir, or run on the gateway)",
+            root.display()
+        );
+    }
+    match command {
+        HistoryCommand::Query {
+            filter,
+            format,
+            explain,
+        } => {
+            let filter = filter.to_filter()?;
+            let format = match (format, options.output) {
+                (Some(QueryFormat::Jsonl), _) | (None, Output::Json) => query::Format::Jsonl,
+                (Some(QueryFormat::Csv), _) => query::Format::Csv,
+                _ => query::Format::Table,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut writer = query::RecordWriter::new(format, &mut out);
+            writer.start()?;
+            let mut failed = None;
+            let stats = query::query(root, &filter, &mut |r| match writer.write(&r) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })?;
+            // A closed pipe (`| head`) ends the listing; anything else is an error.
+            match failed {
+                Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+            use std::io::Write;
+            let _ = out.flush();
+            if *explain {
+                eprintln!(
+                    "segments read {} of {}, row groups read {} of {}, records scanned {}, matched {}",
+                    stats.segments_read,
+                    stats.segments_total,
+                    stats.row_groups_read,
+                    stats.row_groups_total,
+                    stats.records_scanned,
+                    stats.records_matched
+                );
+            }
+            Ok(())
+        }
+        HistoryCommand::Export {
+            format,
+            out,
+            filter,
+        } => {
+            let filter = filter.to_filter()?;
+            let format = match format {
+                ExportFormat::Parquet => query::ExportFormat::Parquet,
+                ExportFormat::Jsonl => query::ExportFormat::Jsonl,
+                ExportFormat::Csv => query::ExportFormat::Csv,
+            };
+            let n = query::export(root, &filter, format, out)?.records_matched;
+            emit(
+                options,
+                serde_json::json!({"records": n, "out": out}),
+                || format!("{n} records written to {}", out.display()),
+            )
+        }
+        HistoryCommand::Verify => {
+            let report = manifest::verify(root);
+            let ok = report.ok;
+            emit(options, serde_json::to_value(&report)?, || {
+                let mut s = if ok {
+                    format!(
+                        "ok: {} sealed segments ({} records) match the manifest; {} removed by retention; chain head seq {}",
+                        report.live_segments,
+                        report.records,
+                        report.removed_segments,
+                        report.head_seq.map_or("-".to_owned(), |n| n.to_string())
+                    )
+                } else {
+                    format!("FAILED: {} problem(s)", report.problems.len())
+                };
+                for p in &report.problems {
+                    s.push_str(&format!("\n  {}", p.message));
+                }
+                for n in &report.notes {
+                    s.push_str(&format!("\n  note: {n}"));
+                }
+                s
+            })?;
+            if !ok {
+                anyhow::bail!("the traffic history does not verify");
+            }
+            Ok(())
+        }
+        HistoryCommand::Stats => {
+            let stats = store::stats(root)?;
+            emit(options, serde_json::to_value(&stats)?, || {
+                let mut s = format!(
+                    "{} records, {:.1} MB on disk ({} in the unsealed log), oldest {}",
+                    stats.records,
+                    stats.bytes_on_disk as f64 / 1e6,
+                    stats.wal_records,
+                    time_jst(stats.oldest_us)
+                );
+                s.push_str(&format!(
+                    "\n{:<8} {:>12} {:>12}",
+                    "MONTH", "RECORDS", "BYTES"
+                ));
+                for m in &stats.by_month {
+                    s.push_str(&format!(
+                        "\n{:<8} {:>12} {:>12}",
+                        m.month, m.records, m.bytes
+                    ));
+                }
+                s
+            })
+        }
+    }
+}
+
+fn time_jst(us: Option<i64>) -> String {
+    us.and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
+        .map(|t| {
+            t.to_zoned(jst())
+                .strftime("%Y-%m-%d %H:%M:%S%:z")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn whatif_table(r: &whatif::WhatIf, file: &Path) -> String {
+    let mut s = format!(
+        "{} recorded flows replayed against {} ({} left out: isolations, spoofing; {} gaps in the range)",
+        r.flows,
+        file.display(),
+        r.skipped,
+        r.gaps
+    );
+    if r.changes.is_empty() {
+        s.push_str("\nno flow would be decided differently");
+        return s;
+    }
+    s.push_str(&format!(
+        "\n{:<12} {:>6} {:<40} {:<40} {:<10} {:<20} {}",
+        "CHANGE", "FLOWS", "FROM", "TO", "PROTO/PORT", "WHY", "LAST SEEN"
+    ));
+    for c in &r.changes {
+        let end = |ip: &std::net::IpAddr, name: &Option<String>| match name {
+            Some(n) => format!("{ip} ({n})"),
+            None => ip.to_string(),
+        };
+        let why = if c.would == "allow" {
+            format!("rule #{}", c.rule_would)
+        } else {
+            format!("{} (was rule #{})", c.reason, c.rule_was)
+        };
+        s.push_str(&format!(
+            "\n{:<12} {:>6} {:<40} {:<40} {:<10} {:<20} {}",
+            format!("{}→{}", c.was, c.would),
+            c.flows,
+            end(&c.src, &c.src_name),
+            end(&c.dst, &c.dst_name),
+            format!("{}/{}", c.proto, c.dport),
+            why,
+            time_jst(Some(c.last_us))
+        ));
+    }
+    s
 }

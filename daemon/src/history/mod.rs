@@ -6,8 +6,14 @@
 //! them back, pruning by time and column statistics.
 
 pub mod ipfix;
+pub mod manifest;
 pub mod query;
 pub mod record;
+pub mod recorder;
 pub mod segment;
+pub mod service;
+pub mod store;
+pub mod wal;
+pub mod whatif;
 
 pub use record::{Close, Event, Record, Verdict};

@@ -336,6 +336,26 @@ pub struct SweepStats {
     pub lost: u64,
 }
 
+/// A flow as last read, and when it was last seen active. The kernel does not time every
+/// packet (it costs more than the rest of its accounting), so activity is a change of the
+/// packet counts between two sweeps, timed to the sweep.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    value: FlowValue,
+    packets: u64,
+    active_ns: u64,
+}
+
+impl Seen {
+    fn new(value: FlowValue, active_ns: u64) -> Seen {
+        Seen {
+            value,
+            packets: value.fwd.packets + value.rev.packets,
+            active_ns: active_ns.max(value.last_ns),
+        }
+    }
+}
+
 /// Reads the kernel maps into records.
 pub struct Recorder {
     maps: FlowMaps,
@@ -343,7 +363,7 @@ pub struct Recorder {
     timeouts: Timeouts,
     /// Flows seen open, with the values last read: a flow that disappears without an end
     /// is recorded from these.
-    open: StdHashMap<FlowKey, FlowValue>,
+    open: StdHashMap<FlowKey, Seen>,
     /// The lost-event counter already turned into gap records.
     lost_seen: u64,
     last_lost_check_us: i64,
@@ -406,21 +426,19 @@ impl Recorder {
             };
             match e.kind {
                 EVENT_ALLOW => {
-                    self.open.insert(
-                        key,
-                        FlowValue {
-                            generation: e.generation,
-                            rule: e.rule,
-                            from_lan: e.from_lan,
-                            tcp_flags: e.tcp_flags,
-                            ifindex: e.ifindex,
-                            first_ns: e.first_ns,
-                            last_ns: e.last_ns,
-                            fwd: e.fwd,
-                            rev: e.rev,
-                            ..FlowValue::default()
-                        },
-                    );
+                    let value = FlowValue {
+                        generation: e.generation,
+                        rule: e.rule,
+                        from_lan: e.from_lan,
+                        tcp_flags: e.tcp_flags,
+                        ifindex: e.ifindex,
+                        first_ns: e.first_ns,
+                        last_ns: e.last_ns,
+                        fwd: e.fwd,
+                        rev: e.rev,
+                        ..FlowValue::default()
+                    };
+                    self.open.insert(key, Seen::new(value, e.first_ns));
                 }
                 EVENT_CUT => {
                     self.open.remove(&key);
@@ -445,8 +463,8 @@ impl Recorder {
         let mut ended4: Vec<FlowKey4> = Vec::new();
         let mut ended6: Vec<FlowKey> = Vec::new();
         let t = self.timeouts;
-        let finished = |k: &FlowKey, v: &FlowValue| -> Option<Close> {
-            let idle = Duration::from_nanos(now.saturating_sub(v.last_ns));
+        let finished = |k: &FlowKey, v: &FlowValue, active_ns: u64| -> Option<Close> {
+            let idle = Duration::from_nanos(now.saturating_sub(active_ns));
             if k.proto == proto::TCP {
                 if v.tcp_flags & TCP_RST != 0 && idle >= t.tcp_closed {
                     return Some(Close::Rst);
@@ -470,8 +488,27 @@ impl Recorder {
         }
         for (key, value, key4) in entries {
             seen.insert(key);
-            if let Some(close) = finished(&key, &value) {
-                out(end_record(&self.names, &clock, &key, &value, close));
+            let packets = value.fwd.packets + value.rev.packets;
+            // A flow first seen here (opened before this daemon started) counts as active
+            // now: at worst it is recorded one timeout late.
+            let mut s = self
+                .open
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| Seen::new(value, now));
+            if packets != s.packets {
+                s.packets = packets;
+                s.active_ns = now;
+            }
+            s.active_ns = s.active_ns.max(value.last_ns);
+            s.value = value;
+            if let Some(close) = finished(&key, &value, s.active_ns) {
+                let mut v = value;
+                // FIN and RST are timed by the kernel; otherwise the last activity seen.
+                if !matches!(close, Close::Fin | Close::Rst) {
+                    v.last_ns = s.active_ns;
+                }
+                out(end_record(&self.names, &clock, &key, &v, close));
                 stats.flows_ended += 1;
                 self.open.remove(&key);
                 match key4 {
@@ -480,7 +517,7 @@ impl Recorder {
                 }
             } else {
                 stats.flows_open += 1;
-                self.open.insert(key, value);
+                self.open.insert(key, s);
             }
         }
         for k in ended4 {
@@ -496,14 +533,10 @@ impl Recorder {
             .copied()
             .collect();
         for key in vanished {
-            if let Some(value) = self.open.remove(&key) {
-                out(end_record(
-                    &self.names,
-                    &clock,
-                    &key,
-                    &value,
-                    Close::Evicted,
-                ));
+            if let Some(s) = self.open.remove(&key) {
+                let mut v = s.value;
+                v.last_ns = s.active_ns;
+                out(end_record(&self.names, &clock, &key, &v, Close::Evicted));
                 stats.evicted += 1;
             }
         }

@@ -283,8 +283,9 @@ pub struct FlowValue {
     pub _pad: [u8; 2],
     /// Interface the first packet came in on.
     pub ifindex: u32,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first packet; the last packet's time
-    /// comes from the coarse clock, which is cheaper and precise to a tick.
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first packet, and of the last new TCP
+    /// flag (FIN, RST). Not updated on every packet (the clock costs more than the rest of
+    /// the accounting): user space tells a flow's activity from its counters.
     pub first_ns: u64,
     pub last_ns: u64,
     /// Initiator → responder.
