@@ -275,3 +275,146 @@ fn r9_kill_9_during_a_burst_loses_nothing_that_was_synced() {
         "connections made while no daemon ran are recorded from the pinned ring buffer"
     );
 }
+
+#[test]
+fn r6_policy_whatif_replays_recorded_flows_against_a_candidate() {
+    let (topo, daemon) = demo_with(|t| t);
+    let _cs443 = TcpServer::start(&topo, Host::Cs, 443).unwrap();
+    let _cs8000 = TcpServer::start(&topo, Host::Cs, 8000).unwrap();
+    let _pref = TcpServer::start(&topo, Host::Pref, 443).unwrap();
+    let since = jiff::Timestamp::now().to_string();
+    allowed(&topo, Host::Term1, addr(Host::Cs, 443));
+    allowed(&topo, Host::Term1, addr(Host::Cs, 8000));
+    denied(&topo, Host::Term1, addr(Host::Pref, 443));
+    wait_for(
+        &daemon,
+        &["--asset", "term-01", "--event", "start"],
+        Duration::from_secs(10),
+        |r| r.len() >= 3,
+    );
+    // The candidate narrows terminal → CS to 443 only and lets terminals reach the
+    // prefecture on 443.
+    let demo = std::fs::read_to_string(daemon.config_path()).unwrap();
+    let narrowed = demo.replacen(
+        "ports = [\"tcp/443\", \"tcp/8000-8100\", \"icmp\"]",
+        "ports = [\"tcp/443\", \"icmp\"]",
+        1,
+    );
+    assert_ne!(narrowed, demo, "the demo's terminal rule is where the test expects");
+    let candidate = format!(
+        "{narrowed}\n[[allow]]\nname = \"terminal-to-prefecture\"\nfrom = \"role:terminal\"\nto = \"peer:prefecture\"\nports = [\"tcp/443\"]\n"
+    );
+    let file = daemon.dir().join("candidate.toml");
+    std::fs::write(&file, candidate).unwrap();
+    let report = daemon
+        .ctl_json(&[
+            "policy",
+            "whatif",
+            file.to_str().unwrap(),
+            "--since",
+            &since,
+        ])
+        .unwrap();
+    let changes = report["changes"].as_array().unwrap();
+    let cut = changes
+        .iter()
+        .find(|c| c["was"] == "allow" && c["would"] == "deny")
+        .unwrap_or_else(|| panic!("the 8000 flow would be cut: {report}"));
+    assert_eq!(cut["dport"], 8000);
+    assert_eq!(cut["src_name"], "asset:term-01");
+    assert_eq!(cut["dst_name"], "asset:cs01");
+    assert_eq!(cut["reason"], "no_rule");
+    let opened = changes
+        .iter()
+        .find(|c| c["was"] == "deny" && c["would"] == "allow")
+        .unwrap_or_else(|| panic!("the prefecture flow would be allowed: {report}"));
+    assert_eq!(opened["dst_name"], "peer:prefecture");
+    assert!(opened["rule_would"].as_u64().unwrap() > 0);
+    assert_eq!(changes.len(), 2, "443 to the CS stays allowed: {report}");
+    assert!(report["flows"].as_u64().unwrap() >= 3);
+    // The human form names both.
+    let text = daemon
+        .ctl(&["policy", "whatif", file.to_str().unwrap(), "--since", &since])
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("allow→deny") && text.contains("deny→allow"), "{text}");
+}
+
+#[test]
+fn r7_segments_past_the_retention_are_removed_and_the_removal_is_in_the_operation_history() {
+    use sekisho::history::store::{History, ManualClock};
+    use sekisho::history::{Event, Record};
+    Topology::remove_stale().unwrap();
+    let topo = Topology::build().unwrap();
+    let dir = Sekishod::scratch_dir().unwrap();
+    let config = dir.join("sekisho.toml");
+    std::fs::write(
+        &config,
+        sekisho_testbed::daemon::demo_config_text(&dir).unwrap(),
+    )
+    .unwrap();
+    // A history whose first hours are eight years old, and a recent hour.
+    let root = dir.join("state/history");
+    let hour = 3_600_000_000i64;
+    let now = jiff::Timestamp::now().as_microsecond();
+    let eight_years = 8 * 366 * 24 * hour;
+    let six_years = 6 * 365 * 24 * hour;
+    {
+        let clock = ManualClock::new(now - eight_years);
+        let mut h = History::open(&root, clock.clone()).unwrap();
+        for start in [now - eight_years, now - six_years] {
+            clock.set(start);
+            for i in 0..10 {
+                h.append(&Record {
+                    event: Event::Start,
+                    first_us: start + i,
+                    last_us: start + i,
+                    src: Some("192.0.2.21".parse().unwrap()),
+                    dst: Some("192.0.2.10".parse().unwrap()),
+                    dport: 443,
+                    proto: 6,
+                    ..Record::default()
+                });
+            }
+            h.sync().unwrap();
+            clock.set(start + 2 * hour);
+            assert_eq!(h.seal_due().unwrap().len(), 1);
+        }
+    }
+    let daemon = Sekishod::start(&topo, dir, config).unwrap();
+    let audit = (0..50)
+        .find_map(|_| {
+            let audit = daemon.ctl_json(&["audit", "show"]).unwrap();
+            let found = audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "history-retention");
+            if found {
+                Some(audit)
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("no retention entry:\n{}", daemon.log_text()));
+    let removals: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "history-retention")
+        .collect();
+    assert_eq!(removals.len(), 1, "only the eight-year-old segment: {audit}");
+    assert_eq!(removals[0]["details"]["records"], 10);
+    // The six-year-old records are still there, and the chain verifies with the removal.
+    let until = jiff::Timestamp::from_microsecond(now - 5 * 365 * 24 * hour)
+        .unwrap()
+        .to_string();
+    let old = query(&daemon, &["--until", &until, "--event", "start"]);
+    assert_eq!(old.len(), 10, "{old:?}");
+    let verify = daemon.ctl_json(&["history", "verify"]).unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["removed_segments"], 1, "{verify}");
+    drop(daemon);
+    drop(topo);
+}
