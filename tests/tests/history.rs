@@ -300,7 +300,10 @@ fn r6_policy_whatif_replays_recorded_flows_against_a_candidate() {
         "ports = [\"tcp/443\", \"icmp\"]",
         1,
     );
-    assert_ne!(narrowed, demo, "the demo's terminal rule is where the test expects");
+    assert_ne!(
+        narrowed, demo,
+        "the demo's terminal rule is where the test expects"
+    );
     let candidate = format!(
         "{narrowed}\n[[allow]]\nname = \"terminal-to-prefecture\"\nfrom = \"role:terminal\"\nto = \"peer:prefecture\"\nports = [\"tcp/443\"]\n"
     );
@@ -334,10 +337,19 @@ fn r6_policy_whatif_replays_recorded_flows_against_a_candidate() {
     assert!(report["flows"].as_u64().unwrap() >= 3);
     // The human form names both.
     let text = daemon
-        .ctl(&["policy", "whatif", file.to_str().unwrap(), "--since", &since])
+        .ctl(&[
+            "policy",
+            "whatif",
+            file.to_str().unwrap(),
+            "--since",
+            &since,
+        ])
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("allow→deny") && text.contains("deny→allow"), "{text}");
+    assert!(
+        text.contains("allow→deny") && text.contains("deny→allow"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -404,7 +416,11 @@ fn r7_segments_past_the_retention_are_removed_and_the_removal_is_in_the_operatio
         .iter()
         .filter(|e| e["action"] == "history-retention")
         .collect();
-    assert_eq!(removals.len(), 1, "only the eight-year-old segment: {audit}");
+    assert_eq!(
+        removals.len(),
+        1,
+        "only the eight-year-old segment: {audit}"
+    );
     assert_eq!(removals[0]["details"]["records"], 10);
     // The six-year-old records are still there, and the chain verifies with the removal.
     let until = jiff::Timestamp::from_microsecond(now - 5 * 365 * 24 * hour)
@@ -417,4 +433,51 @@ fn r7_segments_past_the_retention_are_removed_and_the_removal_is_in_the_operatio
     assert_eq!(verify["removed_segments"], 1, "{verify}");
     drop(daemon);
     drop(topo);
+}
+
+#[test]
+fn r6_ended_flows_are_exported_in_ipfix_to_the_configured_collector() {
+    let (topo, daemon) = demo_with(|t| format!("{t}\n[history]\nipfix = \"127.0.0.1:47390\"\n"));
+    // The collector: a UDP socket on the gateway's loopback, where the daemon runs.
+    let collector = topo.in_ns(Host::Gw, || {
+        std::net::UdpSocket::bind("127.0.0.1:47390").expect("collector port")
+    });
+    collector
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
+    allowed(&topo, Host::Term1, addr(Host::Cs, 443));
+    // The flow ends (FIN, then quiet) and is exported with the next flush.
+    let term = [192u8, 0, 2, 21];
+    let cs = [192u8, 0, 2, 10];
+    let start = Instant::now();
+    let mut messages = 0;
+    loop {
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = collector.recv(&mut buf) {
+            let msg = &buf[..n];
+            messages += 1;
+            assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), 10, "IPFIX version");
+            assert_eq!(
+                usize::from(u16::from_be_bytes([msg[2], msg[3]])),
+                n,
+                "message length"
+            );
+            let has = |needle: &[u8]| msg.windows(needle.len()).any(|w| w == needle);
+            // A data record carrying the flow's addresses (templates carry none).
+            if has(&term) && has(&cs) {
+                break;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no IPFIX data record for the flow ({messages} messages):\n{}",
+            daemon.log_text()
+        );
+    }
+    let status = daemon.ctl_json(&["status"]).unwrap();
+    assert!(
+        status["history"]["ipfix_records"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
 }
