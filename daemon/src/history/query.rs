@@ -8,9 +8,20 @@
 //! Gap records match every filter except the time range, so that a reader of a filtered
 //! history still sees where records are missing.
 
-use ipnet::IpNet;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
+use jiff::Timestamp;
+use jiff::fmt::temporal::DateTimePrinter;
+use jiff::tz::TimeZone;
+
+use crate::history::manifest::{self, Entry, EntryKind, ManifestError};
 use crate::history::record::{Event, Record, Verdict};
+use crate::history::segment::{self, ScanStats, SegmentError};
+use crate::history::wal::{self, WalError};
 
 /// Which records a query returns. Every field set narrows it; none set returns everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,5 +89,1199 @@ impl Filter {
     /// Whether the record is one the query returns.
     pub fn matches(&self, rec: &Record) -> bool {
         self.matches_time(rec) && self.matches_fields(rec)
+    }
+}
+
+/// What a query looked at: the evidence that pruning works.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueryStats {
+    /// Live segments in the manifest.
+    pub segments_total: u64,
+    /// Segments whose time range could match, and which were opened.
+    pub segments_read: u64,
+    /// Row groups in the segments opened, and those whose statistics could match.
+    pub row_groups_total: u64,
+    pub row_groups_read: u64,
+    /// Records the filter was evaluated on (segments after page pruning, and the WAL).
+    pub records_scanned: u64,
+    /// Records handed to `out`.
+    pub records_matched: u64,
+    /// Unsealed write-ahead log files read.
+    pub wal_files: u64,
+}
+
+impl QueryStats {
+    fn add_scan(&mut self, scan: &ScanStats) {
+        self.row_groups_total += scan.row_groups_total;
+        self.row_groups_read += scan.row_groups_read;
+        self.records_scanned += scan.records_scanned;
+        self.records_matched += scan.records_matched;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("cannot read the history manifest")]
+    Manifest {
+        #[source]
+        source: ManifestError,
+    },
+    #[error("segment {} is listed in the manifest but missing; run `sekishoctl history verify`", path.display())]
+    Missing { path: PathBuf },
+    #[error("cannot read a history segment")]
+    Segment {
+        #[source]
+        source: SegmentError,
+    },
+    #[error("cannot read the history write-ahead log")]
+    Wal {
+        #[source]
+        source: WalError,
+    },
+    #[error("cannot write {what}")]
+    Output {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the Parquet export")]
+    Export {
+        #[source]
+        source: SegmentError,
+    },
+}
+
+impl From<ManifestError> for QueryError {
+    fn from(source: ManifestError) -> QueryError {
+        QueryError::Manifest { source }
+    }
+}
+
+impl From<WalError> for QueryError {
+    fn from(source: WalError) -> QueryError {
+        QueryError::Wal { source }
+    }
+}
+
+/// The live segments in manifest order: sealed and not removed since. A path sealed
+/// again (a repaired seal) counts once, at its latest entry.
+fn live(entries: &[Entry]) -> Vec<&Entry> {
+    let mut live: Vec<Option<&Entry>> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for entry in entries {
+        match entry.kind {
+            EntryKind::Sealed => {
+                if let Some(i) = at.insert(&entry.path, live.len()) {
+                    live[i] = None;
+                }
+                live.push(Some(entry));
+            }
+            EntryKind::Removed => {
+                if let Some(&i) = at.get(entry.path.as_str())
+                    && live[i].is_some_and(|e| Some(e.seq) == entry.removes)
+                {
+                    live[i] = None;
+                    at.remove(entry.path.as_str());
+                }
+            }
+        }
+    }
+    live.into_iter().flatten().collect()
+}
+
+/// The segment name a WAL hour is sealed under (`segments/YYYY/MM/DD/HH`, UTC), as the
+/// store names it.
+fn hour_stem(hour: i64) -> Option<String> {
+    let t = Timestamp::from_second(hour).ok()?.to_zoned(TimeZone::UTC);
+    Some(format!(
+        "{}/{:04}/{:02}/{:02}/{:02}",
+        manifest::SEGMENTS_DIR,
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour()
+    ))
+}
+
+/// Calls `out` with every record `filter` matches: sealed segments in manifest order, then
+/// the write-ahead log; within a file in time order. Stops when `out` returns `false` or
+/// `filter.limit` records were given.
+pub fn query(
+    root: &Path,
+    filter: &Filter,
+    out: &mut dyn FnMut(Record) -> bool,
+) -> Result<QueryStats, QueryError> {
+    let mut stats = QueryStats::default();
+    let mut remaining = filter.limit.unwrap_or(usize::MAX);
+    let mut stopped = remaining == 0;
+    let mut entries = manifest::read(root)?;
+    let mut seen = entries.last().map_or(0, |e| e.seq);
+    {
+        let segments = live(&entries);
+        stats.segments_total = segments.len() as u64;
+        for entry in segments {
+            if stopped {
+                break;
+            }
+            stopped = read_segment(root, entry, filter, &mut remaining, &mut stats, out)?;
+        }
+    }
+    for (hour, path) in wal::list(root)? {
+        if stopped {
+            break;
+        }
+        let contents = match wal::read(&path) {
+            Ok(c) => c,
+            Err(WalError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                // Sealed since the manifest was read: its segment is in the manifest now.
+                entries = manifest::read(root)?;
+                let fresh: Vec<&Entry> = live(&entries)
+                    .into_iter()
+                    .filter(|e| e.seq > seen)
+                    .collect();
+                seen = entries.last().map_or(seen, |e| e.seq);
+                for entry in fresh {
+                    stats.segments_total += 1;
+                    if !stopped {
+                        stopped =
+                            read_segment(root, entry, filter, &mut remaining, &mut stats, out)?;
+                    }
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut records = contents.records;
+        // Sealed, but the store stopped before deleting the WAL: the segment has them.
+        let stem = hour_stem(hour);
+        let sealed = live(&entries).into_iter().any(|e| {
+            e.records == records.len() as u64
+                && stem.as_deref().is_some_and(|stem| {
+                    e.path
+                        .strip_prefix(stem)
+                        .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".parquet"))
+                })
+        });
+        if sealed {
+            continue;
+        }
+        stats.wal_files += 1;
+        stats.records_scanned += records.len() as u64;
+        records.sort_by_key(|r| (r.first_us, r.last_us));
+        for rec in records {
+            if !filter.matches(&rec) {
+                continue;
+            }
+            stats.records_matched += 1;
+            remaining -= 1;
+            if !out(rec) || remaining == 0 {
+                stopped = true;
+                break;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Reads one segment if its time range can match; `true` when the query is done.
+fn read_segment(
+    root: &Path,
+    entry: &Entry,
+    filter: &Filter,
+    remaining: &mut usize,
+    stats: &mut QueryStats,
+    out: &mut dyn FnMut(Record) -> bool,
+) -> Result<bool, QueryError> {
+    if filter
+        .since_us
+        .is_some_and(|since| entry.max_last_us < since)
+        || filter
+            .until_us
+            .is_some_and(|until| entry.min_first_us > until)
+    {
+        return Ok(false);
+    }
+    let path = root.join(&entry.path);
+    if !path.exists() {
+        return Err(QueryError::Missing { path });
+    }
+    stats.segments_read += 1;
+    let f = Filter {
+        limit: Some(*remaining),
+        ..filter.clone()
+    };
+    let scan = segment::read(&path, &f, out).map_err(|source| QueryError::Segment { source })?;
+    stats.add_scan(&scan);
+    *remaining -= scan.records_matched as usize;
+    Ok(scan.stopped)
+}
+
+/// How `write_records` shows records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// For people: one line per record, times in Japan Standard Time.
+    Table,
+    /// One JSON object per line, with the Parquet column names.
+    Jsonl,
+    /// A header line, then one line per record, with the Parquet column names.
+    Csv,
+}
+
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A segment-shaped Parquet file (the same schema as sealed segments).
+    Parquet,
+    Jsonl,
+    Csv,
+}
+
+const JST: TimeZone = TimeZone::fixed(jiff::tz::offset(9));
+
+/// RFC 3339 UTC with microseconds: `2026-03-31T15:00:00.000001Z`.
+pub fn utc_text(us: i64) -> String {
+    match Timestamp::from_microsecond(us) {
+        Ok(t) => DateTimePrinter::new()
+            .precision(Some(6))
+            .timestamp_to_string(&t),
+        Err(_) => us.to_string(),
+    }
+}
+
+/// Japan Standard Time with microseconds: `2026-04-01 00:00:00.000001+09:00`.
+fn jst_text(us: i64) -> String {
+    match Timestamp::from_microsecond(us) {
+        Ok(t) => t
+            .to_zoned(JST)
+            .strftime("%Y-%m-%d %H:%M:%S%.6f%:z")
+            .to_string(),
+        Err(_) => us.to_string(),
+    }
+}
+
+/// Writes records one at a time in one format: the CSV header and the table heading
+/// before the first.
+pub struct RecordWriter<'w> {
+    format: Format,
+    w: &'w mut dyn Write,
+    started: bool,
+    line: String,
+}
+
+impl<'w> RecordWriter<'w> {
+    pub fn new(format: Format, w: &'w mut dyn Write) -> RecordWriter<'w> {
+        RecordWriter {
+            format,
+            w,
+            started: false,
+            line: String::new(),
+        }
+    }
+
+    /// Writes the heading (table, CSV) if nothing was written yet: an empty result still
+    /// has its header.
+    pub fn start(&mut self) -> std::io::Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        match self.format {
+            Format::Jsonl => Ok(()),
+            Format::Csv => writeln!(
+                self.w,
+                "{}",
+                segment::column_names().collect::<Vec<_>>().join(",")
+            ),
+            Format::Table => writeln!(
+                self.w,
+                "{:<32}  {:<5}  {:<7}  {:<19}  {:>4}  {:<5}  {:<40}  {:<40}  PACKETS/BYTES",
+                "TIME (JST)",
+                "EVENT",
+                "VERDICT",
+                "REASON",
+                "RULE",
+                "PROTO",
+                "SOURCE",
+                "DESTINATION"
+            ),
+        }
+    }
+
+    pub fn write(&mut self, rec: &Record) -> std::io::Result<()> {
+        self.start()?;
+        self.line.clear();
+        match self.format {
+            Format::Jsonl => {
+                self.line = json_line(rec);
+            }
+            Format::Csv => csv_line(rec, &mut self.line),
+            Format::Table => table_line(rec, &mut self.line),
+        }
+        self.line.push('\n');
+        self.w.write_all(self.line.as_bytes())
+    }
+}
+
+/// Writes `records` in `format`, with the heading even when there are none.
+pub fn write_records<'r>(
+    format: Format,
+    records: impl IntoIterator<Item = &'r Record>,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut out = RecordWriter::new(format, w);
+    out.start()?;
+    for rec in records {
+        out.write(rec)?;
+    }
+    Ok(())
+}
+
+fn name(s: &Option<std::sync::Arc<str>>) -> Option<&str> {
+    s.as_deref()
+}
+
+fn addr_text(a: Option<IpAddr>) -> Option<String> {
+    a.map(|a| a.to_string())
+}
+
+fn json_line(rec: &Record) -> String {
+    let value = serde_json::json!({
+        "event": rec.event.name(),
+        "first": utc_text(rec.first_us),
+        "last": utc_text(rec.last_us),
+        "verdict": rec.verdict.name(),
+        "reason": reason_text(rec),
+        "generation": rec.generation,
+        "rule": rec.rule,
+        "rule_name": name(&rec.rule_name),
+        "interface": name(&rec.interface),
+        "proto": rec.proto,
+        "src": addr_text(rec.src),
+        "dst": addr_text(rec.dst),
+        "sport": rec.sport,
+        "dport": rec.dport,
+        "src_asset": name(&rec.src_asset),
+        "src_role": name(&rec.src_role),
+        "src_peer": name(&rec.src_peer),
+        "dst_asset": name(&rec.dst_asset),
+        "dst_role": name(&rec.dst_role),
+        "dst_peer": name(&rec.dst_peer),
+        "packets_fwd": rec.packets_fwd,
+        "bytes_fwd": rec.bytes_fwd,
+        "packets_rev": rec.packets_rev,
+        "bytes_rev": rec.bytes_rev,
+        "tcp_flags": rec.tcp_flags,
+        "close": rec.close.map(|c| c.name()),
+        "lost": rec.lost,
+    });
+    value.to_string()
+}
+
+/// The reason as the Parquet column holds it: its name, or the code when this build
+/// does not know it.
+fn reason_text(rec: &Record) -> String {
+    match rec.reason_name() {
+        "" if rec.reason != 0 => rec.reason.to_string(),
+        name => name.to_string(),
+    }
+}
+
+fn csv_field(out: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&field.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(field);
+    }
+}
+
+fn csv_line(rec: &Record, out: &mut String) {
+    let fields: [String; 27] = [
+        rec.event.name().into(),
+        utc_text(rec.first_us),
+        utc_text(rec.last_us),
+        rec.verdict.name().into(),
+        reason_text(rec),
+        rec.generation.to_string(),
+        rec.rule.to_string(),
+        name(&rec.rule_name).unwrap_or_default().into(),
+        name(&rec.interface).unwrap_or_default().into(),
+        rec.proto.to_string(),
+        addr_text(rec.src).unwrap_or_default(),
+        addr_text(rec.dst).unwrap_or_default(),
+        rec.sport.to_string(),
+        rec.dport.to_string(),
+        name(&rec.src_asset).unwrap_or_default().into(),
+        name(&rec.src_role).unwrap_or_default().into(),
+        name(&rec.src_peer).unwrap_or_default().into(),
+        name(&rec.dst_asset).unwrap_or_default().into(),
+        name(&rec.dst_role).unwrap_or_default().into(),
+        name(&rec.dst_peer).unwrap_or_default().into(),
+        rec.packets_fwd.to_string(),
+        rec.bytes_fwd.to_string(),
+        rec.packets_rev.to_string(),
+        rec.bytes_rev.to_string(),
+        rec.tcp_flags.to_string(),
+        rec.close.map(|c| c.name()).unwrap_or_default().into(),
+        rec.lost.to_string(),
+    ];
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, f);
+    }
+}
+
+fn proto_text(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmp6".into(),
+        p => p.to_string(),
+    }
+}
+
+/// `addr:port (asset/role)`, or `(peer)` for a peer end; IPv6 in brackets.
+fn end_text(
+    addr: Option<IpAddr>,
+    port: u16,
+    asset: &Option<std::sync::Arc<str>>,
+    role: &Option<std::sync::Arc<str>>,
+    peer: &Option<std::sync::Arc<str>>,
+) -> String {
+    let mut s = match addr {
+        Some(IpAddr::V6(a)) => format!("[{a}]:{port}"),
+        Some(a) => format!("{a}:{port}"),
+        None => "-".into(),
+    };
+    let who = match (name(asset), name(role), name(peer)) {
+        (Some(a), Some(r), _) => Some(format!("{a}/{r}")),
+        (Some(a), None, _) => Some(a.to_string()),
+        (None, _, Some(p)) => Some(p.to_string()),
+        _ => None,
+    };
+    if let Some(who) = who {
+        s.push_str(&format!(" ({who})"));
+    }
+    s
+}
+
+fn table_line(rec: &Record, out: &mut String) {
+    use std::fmt::Write as _;
+    let traffic = if rec.event == Event::Gap {
+        format!(
+            "{} events not recorded until {}",
+            rec.lost,
+            jst_text(rec.last_us)
+        )
+    } else {
+        format!(
+            "{}/{} ⇄ {}/{}",
+            rec.packets_fwd, rec.bytes_fwd, rec.packets_rev, rec.bytes_rev
+        )
+    };
+    let (src, dst) = if rec.event == Event::Gap {
+        (String::new(), String::new())
+    } else {
+        (
+            end_text(
+                rec.src,
+                rec.sport,
+                &rec.src_asset,
+                &rec.src_role,
+                &rec.src_peer,
+            ),
+            end_text(
+                rec.dst,
+                rec.dport,
+                &rec.dst_asset,
+                &rec.dst_role,
+                &rec.dst_peer,
+            ),
+        )
+    };
+    let _ = write!(
+        out,
+        "{:<32}  {:<5}  {:<7}  {:<19}  {:>4}  {:<5}  {:<40}  {:<40}  {}",
+        jst_text(rec.first_us),
+        rec.event.name(),
+        if rec.event == Event::Gap {
+            ""
+        } else {
+            rec.verdict.name()
+        },
+        reason_text(rec),
+        if rec.rule == 0 {
+            "-".to_string()
+        } else {
+            rec.rule.to_string()
+        },
+        if rec.event == Event::Gap {
+            String::new()
+        } else {
+            proto_text(rec.proto)
+        },
+        src,
+        dst,
+        traffic
+    );
+}
+
+/// Writes every record `filter` matches to a new file at `out_path`; the Parquet form has
+/// the schema of sealed segments. The file is written under a temporary name and renamed
+/// when complete, so a failed export leaves nothing that looks whole.
+pub fn export(
+    root: &Path,
+    filter: &Filter,
+    format: ExportFormat,
+    out_path: &Path,
+) -> Result<QueryStats, QueryError> {
+    let tmp = {
+        let mut name = out_path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        out_path.with_file_name(name)
+    };
+    let result = export_to(root, filter, format, &tmp);
+    match result {
+        Ok(stats) => {
+            std::fs::rename(&tmp, out_path).map_err(|source| QueryError::Output {
+                what: out_path.display().to_string(),
+                source,
+            })?;
+            Ok(stats)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn export_to(
+    root: &Path,
+    filter: &Filter,
+    format: ExportFormat,
+    path: &Path,
+) -> Result<QueryStats, QueryError> {
+    let io_err = |source| QueryError::Output {
+        what: path.display().to_string(),
+        source,
+    };
+    match format {
+        ExportFormat::Parquet => {
+            let mut writer =
+                segment::Writer::create(path).map_err(|source| QueryError::Export { source })?;
+            let mut failed = None;
+            let stats = query(root, filter, &mut |rec| match writer.push(rec) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })?;
+            if let Some(source) = failed {
+                return Err(QueryError::Export { source });
+            }
+            writer
+                .finish()
+                .map_err(|source| QueryError::Export { source })?;
+            Ok(stats)
+        }
+        ExportFormat::Jsonl | ExportFormat::Csv => {
+            let file = std::fs::File::create(path).map_err(io_err)?;
+            let mut buf = std::io::BufWriter::new(file);
+            let text = if format == ExportFormat::Csv {
+                Format::Csv
+            } else {
+                Format::Jsonl
+            };
+            let mut out = RecordWriter::new(text, &mut buf);
+            out.start().map_err(io_err)?;
+            let mut failed = None;
+            let stats = query(root, filter, &mut |rec| match out.write(&rec) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })?;
+            if let Some(source) = failed {
+                return Err(io_err(source));
+            }
+            let file = buf.into_inner().map_err(|e| io_err(e.into_error()))?;
+            file.sync_all().map_err(io_err)?;
+            Ok(stats)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::history::manifest::NewEntry;
+    use crate::history::record::Close;
+    use crate::history::wal::WalWriter;
+    use crate::testutil::TempDir;
+
+    const HOUR: i64 = 3_600_000_000;
+    const DAY: i64 = 24 * HOUR;
+    /// 2026-04-01T00:00:00Z
+    const START: i64 = 1_775_001_600_000_000;
+
+    fn name(s: &str) -> Option<Arc<str>> {
+        Some(Arc::from(s))
+    }
+
+    /// Seals `records` as one segment of the history under `root`, as the store does.
+    fn seal(root: &Path, rel: &str, mut records: Vec<Record>) -> Entry {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let info = segment::write(&path, &mut records).expect("segment");
+        let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
+        manifest::append(
+            root,
+            NewEntry {
+                kind: EntryKind::Sealed,
+                path: rel.to_string(),
+                records: info.records,
+                bytes,
+                min_first_us: info.min_first_us,
+                max_last_us: info.max_last_us,
+                min_last_us: info.min_last_us,
+                max_first_us: info.max_first_us,
+                sha256,
+                sealed_at_us: info.max_last_us,
+                removes: None,
+                reason: None,
+            },
+        )
+        .expect("manifest")
+    }
+
+    /// `days` days of synthetic traffic from `START`, `per_hour` records an hour, sealed
+    /// every `hours` hours (each record in the segment of the hour it arrived in: its last
+    /// packet; the store seals every hour, fewer segments keep the test fast). Returns the
+    /// records in the order a query returns them.
+    fn history(root: &Path, days: i64, per_hour: usize, hours: i64) -> Vec<Record> {
+        std::fs::create_dir_all(root).expect("mkdir");
+        manifest::init(root).expect("init");
+        let mut recs = segment::synthetic((days * 24) as usize * per_hour, 9);
+        // Spread the flows' starts over the days; durations stay as they are.
+        let (t0, t1) = (recs[0].first_us, recs[recs.len() - 1].first_us);
+        let span = (days * DAY - 10 * 60_000_000) as f64;
+        for r in &mut recs {
+            let d = r.last_us - r.first_us;
+            r.first_us = START + ((r.first_us - t0) as f64 / (t1 - t0) as f64 * span) as i64;
+            r.last_us = r.first_us + d;
+        }
+        let segments = (days * 24 / hours) as usize;
+        let mut by_segment: Vec<Vec<Record>> = vec![Vec::new(); segments + 1];
+        for r in recs {
+            by_segment[((r.last_us - START) / (hours * HOUR)) as usize].push(r);
+        }
+        let mut all = Vec::new();
+        for (i, mut recs) in by_segment.into_iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            let hour = START / 1_000_000 + i as i64 * hours * 3600;
+            let rel = format!("{}.parquet", hour_stem(hour).expect("stem"));
+            recs.sort_by_key(|r| (r.first_us, r.last_us));
+            all.extend(recs.iter().cloned());
+            seal(root, &rel, recs);
+        }
+        all
+    }
+
+    fn collect(root: &Path, f: &Filter) -> (Vec<Record>, QueryStats) {
+        let mut got = Vec::new();
+        let stats = query(root, f, &mut |r| {
+            got.push(r);
+            true
+        })
+        .expect("query");
+        (got, stats)
+    }
+
+    #[test]
+    fn one_day_of_thirty_reads_only_that_day() {
+        let tmp = TempDir::new("query-prune");
+        let all = history(tmp.path(), 30, 40, 3);
+        let day = 17;
+        let f = Filter {
+            since_us: Some(START + day * DAY),
+            until_us: Some(START + (day + 1) * DAY - 1),
+            asset: Some("term-042".into()),
+            ..Filter::default()
+        };
+        let (got, stats) = collect(tmp.path(), &f);
+        let want: Vec<Record> = all.iter().filter(|r| f.matches(r)).cloned().collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want);
+        assert_eq!(stats.segments_total, 30 * 8);
+        // The day's 8 segments, and the next one, which holds the end records of flows
+        // that started before midnight.
+        assert!((8..=9).contains(&stats.segments_read), "{stats:?}");
+        assert_eq!(stats.row_groups_read, stats.segments_read);
+        assert_eq!(stats.records_matched, want.len() as u64);
+        assert!(stats.records_scanned < all.len() as u64 / 25, "{stats:?}");
+    }
+
+    fn record(first_us: i64, asset: &str, verdict: Verdict) -> Record {
+        Record {
+            event: Event::Start,
+            first_us,
+            last_us: first_us,
+            verdict,
+            proto: 6,
+            src: Some(IpAddr::from([10, 1, 1, 7])),
+            dst: Some(IpAddr::from([10, 1, 0, 1])),
+            sport: 40_000,
+            dport: 443,
+            src_asset: name(asset),
+            dst_asset: name("cs-01"),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn the_write_ahead_log_follows_the_segments_in_time_order() {
+        let tmp = TempDir::new("query-wal");
+        let root = tmp.path();
+        manifest::init(root).expect("init");
+        let hour = START / 1_000_000;
+        seal(
+            root,
+            &format!("{}.parquet", hour_stem(hour).expect("stem")),
+            vec![
+                record(START + 2, "a", Verdict::Allow),
+                record(START + 1, "b", Verdict::Deny),
+            ],
+        );
+        let mut w = WalWriter::open(&root.join(wal::DIR), hour + 3600).expect("wal");
+        let later = START + HOUR;
+        for rec in [
+            record(later + 5, "c", Verdict::Allow),
+            Record::gap(later + 1, later + 3, 9),
+            record(later + 2, "d", Verdict::Deny),
+        ] {
+            w.append(&rec).expect("append");
+        }
+        w.flush_and_sync().expect("sync");
+        let (got, stats) = collect(root, &Filter::default());
+        let firsts: Vec<i64> = got.iter().map(|r| r.first_us).collect();
+        assert_eq!(
+            firsts,
+            [START + 1, START + 2, later + 1, later + 2, later + 5]
+        );
+        assert_eq!((stats.segments_read, stats.wal_files), (1, 1));
+
+        // The gap is in every filtered answer that covers its time.
+        let f = Filter {
+            asset: Some("d".into()),
+            verdict: Some(Verdict::Deny),
+            ..Filter::default()
+        };
+        let (got, _) = collect(root, &f);
+        assert_eq!(
+            got.iter().map(|r| r.event).collect::<Vec<_>>(),
+            [Event::Gap, Event::Start]
+        );
+
+        // The limit counts across segments and the WAL, gaps included.
+        let (got, stats) = collect(
+            root,
+            &Filter {
+                limit: Some(3),
+                ..Filter::default()
+            },
+        );
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2].event, Event::Gap);
+        assert_eq!(stats.records_matched, 3);
+    }
+
+    #[test]
+    fn a_wal_already_sealed_is_not_read_twice() {
+        let tmp = TempDir::new("query-sealed-wal");
+        let root = tmp.path();
+        manifest::init(root).expect("init");
+        let hour = START / 1_000_000;
+        let recs = vec![
+            record(START + 1, "a", Verdict::Allow),
+            record(START + 2, "b", Verdict::Allow),
+        ];
+        // The store appended the entry, then stopped before deleting the WAL.
+        let mut w = WalWriter::open(&root.join(wal::DIR), hour).expect("wal");
+        for r in &recs {
+            w.append(r).expect("append");
+        }
+        w.flush_and_sync().expect("sync");
+        seal(
+            root,
+            &format!("{}.parquet", hour_stem(hour).expect("stem")),
+            recs.clone(),
+        );
+        let (got, stats) = collect(root, &Filter::default());
+        assert_eq!(got, recs);
+        assert_eq!(stats.wal_files, 0);
+    }
+
+    #[test]
+    fn a_removed_segment_is_not_read_and_a_missing_one_is_an_error() {
+        let tmp = TempDir::new("query-removed");
+        let root = tmp.path();
+        manifest::init(root).expect("init");
+        let hour = START / 1_000_000;
+        let old = seal(
+            root,
+            &format!("{}.parquet", hour_stem(hour).expect("stem")),
+            vec![record(START, "a", Verdict::Allow)],
+        );
+        let rel = format!("{}.parquet", hour_stem(hour + 3600).expect("stem"));
+        seal(root, &rel, vec![record(START + HOUR, "b", Verdict::Allow)]);
+        manifest::append(root, old.removal(START + 2 * HOUR, "retention 7y".into()))
+            .expect("removal");
+        std::fs::remove_file(root.join(&old.path)).expect("remove");
+        let (got, stats) = collect(root, &Filter::default());
+        assert_eq!(got.len(), 1);
+        assert_eq!(stats.segments_total, 1);
+
+        std::fs::remove_file(root.join(&rel)).expect("remove");
+        let err = query(root, &Filter::default(), &mut |_| true).expect_err("missing");
+        assert!(matches!(err, QueryError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_empty_history_has_no_records() {
+        let tmp = TempDir::new("query-empty");
+        let (got, stats) = collect(tmp.path(), &Filter::default());
+        assert!(got.is_empty());
+        assert_eq!(stats, QueryStats::default());
+    }
+
+    #[test]
+    fn each_filter_field_narrows_as_documented() {
+        let base = Record {
+            src_role: name("terminal"),
+            dst_role: name("cs"),
+            ..record(100, "term-001", Verdict::Allow)
+        };
+        let peer = Record {
+            src_asset: None,
+            src_role: None,
+            src_peer: name("j-lis"),
+            src: Some(IpAddr::from([172, 17, 0, 20])),
+            sport: 443,
+            dport: 50_000,
+            ..base.clone()
+        };
+        let gap = Record::gap(50, 150, 3);
+        let cases: Vec<(Filter, [bool; 3])> = vec![
+            (Filter::default(), [true, true, true]),
+            (
+                Filter {
+                    since_us: Some(101),
+                    ..Filter::default()
+                },
+                [false, false, true],
+            ),
+            (
+                Filter {
+                    since_us: Some(100),
+                    ..Filter::default()
+                },
+                [true, true, true],
+            ),
+            (
+                Filter {
+                    until_us: Some(99),
+                    ..Filter::default()
+                },
+                [false, false, true],
+            ),
+            (
+                Filter {
+                    until_us: Some(49),
+                    ..Filter::default()
+                },
+                [false, false, false],
+            ),
+            (
+                Filter {
+                    since_us: Some(151),
+                    ..Filter::default()
+                },
+                [false, false, false],
+            ),
+            (
+                Filter {
+                    asset: Some("cs-01".into()),
+                    ..Filter::default()
+                },
+                [true, true, true],
+            ),
+            (
+                Filter {
+                    asset: Some("term-001".into()),
+                    ..Filter::default()
+                },
+                [true, false, true],
+            ),
+            (
+                Filter {
+                    role: Some("terminal".into()),
+                    ..Filter::default()
+                },
+                [true, false, true],
+            ),
+            (
+                Filter {
+                    role: Some("cs".into()),
+                    ..Filter::default()
+                },
+                [true, true, true],
+            ),
+            (
+                Filter {
+                    peer: Some("j-lis".into()),
+                    ..Filter::default()
+                },
+                [false, true, true],
+            ),
+            (
+                Filter {
+                    addr: Some("10.1.1.0/24".parse().expect("net")),
+                    ..Filter::default()
+                },
+                [true, false, true],
+            ),
+            (
+                Filter {
+                    addr: Some("10.1.0.1/32".parse().expect("net")),
+                    ..Filter::default()
+                },
+                [true, true, true],
+            ),
+            (
+                Filter {
+                    addr: Some("::/0".parse().expect("net")),
+                    ..Filter::default()
+                },
+                [false, false, true],
+            ),
+            (
+                Filter {
+                    port: Some(40_000),
+                    ..Filter::default()
+                },
+                [true, false, true],
+            ),
+            (
+                Filter {
+                    port: Some(443),
+                    ..Filter::default()
+                },
+                [true, true, true],
+            ),
+            (
+                Filter {
+                    port: Some(50_000),
+                    ..Filter::default()
+                },
+                [false, true, true],
+            ),
+            (
+                Filter {
+                    verdict: Some(Verdict::Deny),
+                    ..Filter::default()
+                },
+                [false, false, true],
+            ),
+            (
+                Filter {
+                    event: Some(Event::End),
+                    ..Filter::default()
+                },
+                [false, false, true],
+            ),
+            (
+                Filter {
+                    event: Some(Event::Start),
+                    ..Filter::default()
+                },
+                [true, true, true],
+            ),
+        ];
+        for (f, want) in cases {
+            let got = [&base, &peer, &gap].map(|r| f.matches(r));
+            assert_eq!(got, want, "{f:?}");
+        }
+    }
+
+    fn sample() -> Record {
+        Record {
+            event: Event::End,
+            first_us: START + 1,
+            last_us: START + 2_500_000,
+            verdict: Verdict::Allow,
+            reason: sekisho_common::Reason::Policy as u8,
+            generation: 7,
+            rule: 3,
+            rule_name: name("terminals, to \"cs\""),
+            interface: name("lan0"),
+            proto: 6,
+            src: Some("2001:db8::7".parse().expect("address")),
+            dst: Some(IpAddr::from([10, 1, 0, 1])),
+            sport: 51_234,
+            dport: 443,
+            src_asset: name("term-007"),
+            src_role: name("terminal"),
+            dst_asset: name("cs-01"),
+            dst_role: name("cs"),
+            packets_fwd: 12,
+            bytes_fwd: 3456,
+            packets_rev: 10,
+            bytes_rev: 9876,
+            tcp_flags: 0x1b,
+            close: Some(Close::Fin),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_parquet_column_names_and_utc_times() {
+        let mut out = Vec::new();
+        write_records(
+            Format::Jsonl,
+            [&sample(), &Record::gap(START, START + 1, 4)],
+            &mut out,
+        )
+        .expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let keys: Vec<&str> = lines[0]
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want: Vec<&str> = segment::column_names().collect();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(lines[0]["first"], "2026-04-01T00:00:00.000001Z");
+        assert_eq!(lines[0]["last"], "2026-04-01T00:00:02.500000Z");
+        assert_eq!(lines[0]["reason"], "policy");
+        assert_eq!(lines[0]["src"], "2001:db8::7");
+        assert_eq!(lines[0]["close"], "fin");
+        assert_eq!(lines[0]["src_peer"], serde_json::Value::Null);
+        assert_eq!(lines[1]["event"], "gap");
+        assert_eq!(lines[1]["lost"], 4);
+        assert_eq!(lines[1]["src"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn csv_has_a_header_and_quotes_what_needs_it() {
+        let mut out = Vec::new();
+        write_records(Format::Csv, [&sample()], &mut out).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                segment::column_names()
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .as_str()
+            )
+        );
+        assert_eq!(
+            lines.next(),
+            Some(
+                "end,2026-04-01T00:00:00.000001Z,2026-04-01T00:00:02.500000Z,allow,policy,7,3,\
+                 \"terminals, to \"\"cs\"\"\",lan0,6,2001:db8::7,10.1.0.1,51234,443,term-007,\
+                 terminal,,cs-01,cs,,12,3456,10,9876,27,fin,0"
+            )
+        );
+        assert_eq!(lines.next(), None);
+
+        let mut out = Vec::new();
+        write_records(Format::Csv, [], &mut out).expect("write");
+        assert_eq!(String::from_utf8(out).expect("utf-8").lines().count(), 1);
+    }
+
+    #[test]
+    fn the_table_shows_japan_time_and_both_ends() {
+        let mut out = Vec::new();
+        write_records(
+            Format::Table,
+            [&sample(), &Record::gap(START, START + 1, 4)],
+            &mut out,
+        )
+        .expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("TIME (JST)"), "{text}");
+        assert!(
+            lines[1].starts_with("2026-04-01 09:00:00.000001+09:00  end    allow    policy"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("[2001:db8::7]:51234 (term-007/terminal)"),
+            "{text}"
+        );
+        assert!(lines[1].contains("10.1.0.1:443 (cs-01/cs)"), "{text}");
+        assert!(lines[1].ends_with("12/3456 ⇄ 10/9876"), "{text}");
+        assert!(lines[2].contains("gap"), "{text}");
+        assert!(
+            lines[2].ends_with("4 events not recorded until 2026-04-01 09:00:00.000001+09:00"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn exports_hold_what_the_query_returns() {
+        let tmp = TempDir::new("query-export");
+        let root = tmp.join("history");
+        let all = history(&root, 1, 200, 1);
+        let f = Filter {
+            since_us: Some(START + 3 * HOUR),
+            until_us: Some(START + 9 * HOUR),
+            role: Some("cs".into()),
+            ..Filter::default()
+        };
+        let want: Vec<Record> = all.iter().filter(|r| f.matches(r)).cloned().collect();
+        assert!(!want.is_empty());
+
+        let parquet = tmp.join("out.parquet");
+        let stats = export(&root, &f, ExportFormat::Parquet, &parquet).expect("export");
+        assert_eq!(stats.records_matched, want.len() as u64);
+        let mut sorted = want.clone();
+        sorted.sort_by_key(|r| (r.first_us, r.last_us));
+        assert_eq!(segment::read_all(&parquet).expect("read"), sorted);
+
+        let jsonl = tmp.join("out.jsonl");
+        export(&root, &f, ExportFormat::Jsonl, &jsonl).expect("export");
+        let text = std::fs::read_to_string(&jsonl).expect("read");
+        assert_eq!(text.lines().count(), want.len());
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("line")).expect("json");
+        assert_eq!(first["first"], utc_text(want[0].first_us));
+
+        let csv = tmp.join("out.csv");
+        export(&root, &f, ExportFormat::Csv, &csv).expect("export");
+        let text = std::fs::read_to_string(&csv).expect("read");
+        assert_eq!(text.lines().count(), want.len() + 1);
+        assert!(!tmp.join("out.csv.partial").exists());
     }
 }
