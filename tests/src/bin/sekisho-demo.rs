@@ -318,6 +318,22 @@ fn run(keep: bool) -> anyhow::Result<()> {
     if failures > 0 {
         bail!("{failures} step(s) did not behave as the policy says");
     }
+    say("Every flow above, allowed or denied, is in the traffic history (通信履歴), with the");
+    say("rule and the policy generation that decided it (R6–R9):");
+    show(
+        &daemon,
+        &[
+            "history",
+            "query",
+            "--event",
+            "start",
+            "--verdict",
+            "deny",
+            "--limit",
+            "8",
+        ],
+    )?;
+    show(&daemon, &["history", "stats"])?;
 
     heading("5. Emergency cut-off (緊急時の切り離し): a terminal is suspected of infection");
     say("First the plan: what would stop, what stays reachable. Nothing changes yet.");
