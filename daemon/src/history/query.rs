@@ -219,11 +219,8 @@ pub fn query(
     {
         let segments = live(&entries);
         stats.segments_total = segments.len() as u64;
-        for entry in segments {
-            if stopped {
-                break;
-            }
-            stopped = read_segment(root, entry, filter, &mut remaining, &mut stats, out)?;
+        if !stopped {
+            stopped = read_segments(root, &segments, filter, &mut remaining, &mut stats, out)?;
         }
     }
     for (hour, path) in wal::list(root)? {
@@ -240,13 +237,8 @@ pub fn query(
                     .filter(|e| e.seq > seen)
                     .collect();
                 seen = entries.last().map_or(seen, |e| e.seq);
-                for entry in fresh {
-                    stats.segments_total += 1;
-                    if !stopped {
-                        stopped =
-                            read_segment(root, entry, filter, &mut remaining, &mut stats, out)?;
-                    }
-                }
+                stats.segments_total += fresh.len() as u64;
+                stopped = read_segments(root, &fresh, filter, &mut remaining, &mut stats, out)?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -283,37 +275,95 @@ pub fn query(
     Ok(stats)
 }
 
-/// Reads one segment if its time range can match; `true` when the query is done.
-fn read_segment(
+/// Reads the segments whose time range can match, in order, several at a time on as many
+/// threads as the machine has cores (a sparse match needs every page of every column, so
+/// a query is bound by decompression). `true` when the query is done.
+fn read_segments(
     root: &Path,
-    entry: &Entry,
+    entries: &[&Entry],
     filter: &Filter,
     remaining: &mut usize,
     stats: &mut QueryStats,
     out: &mut dyn FnMut(Record) -> bool,
 ) -> Result<bool, QueryError> {
-    if filter
-        .since_us
-        .is_some_and(|since| entry.max_last_us < since)
-        || filter
-            .until_us
-            .is_some_and(|until| entry.min_first_us > until)
-    {
-        return Ok(false);
+    let mut wanted = Vec::new();
+    for entry in entries {
+        if filter
+            .since_us
+            .is_some_and(|since| entry.max_last_us < since)
+            || filter
+                .until_us
+                .is_some_and(|until| entry.min_first_us > until)
+        {
+            continue;
+        }
+        let path = root.join(&entry.path);
+        if !path.exists() {
+            return Err(QueryError::Missing { path });
+        }
+        wanted.push(path);
     }
-    let path = root.join(&entry.path);
-    if !path.exists() {
-        return Err(QueryError::Missing { path });
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for batch in wanted.chunks(threads) {
+        if *remaining == 0 {
+            return Ok(true);
+        }
+        let f = Filter {
+            limit: Some(*remaining),
+            ..filter.clone()
+        };
+        stats.segments_read += batch.len() as u64;
+        if let [path] = batch {
+            // One at a time: straight to `out`, nothing held.
+            let scan =
+                segment::read(path, &f, out).map_err(|source| QueryError::Segment { source })?;
+            stats.add_scan(&scan);
+            *remaining -= scan.records_matched as usize;
+            if scan.stopped {
+                return Ok(true);
+            }
+            continue;
+        }
+        let results: Vec<Result<(ScanStats, Vec<Record>), SegmentError>> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|path| {
+                        let f = &f;
+                        s.spawn(move || {
+                            let mut records = Vec::new();
+                            let scan = segment::read(path, f, &mut |r| {
+                                records.push(r);
+                                true
+                            })?;
+                            Ok((scan, records))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+        for result in results {
+            let (scan, records) = result.map_err(|source| QueryError::Segment { source })?;
+            stats.add_scan(&ScanStats {
+                records_matched: 0,
+                ..scan
+            });
+            for rec in records {
+                stats.records_matched += 1;
+                *remaining -= 1;
+                if !out(rec) || *remaining == 0 {
+                    return Ok(true);
+                }
+            }
+        }
     }
-    stats.segments_read += 1;
-    let f = Filter {
-        limit: Some(*remaining),
-        ..filter.clone()
-    };
-    let scan = segment::read(&path, &f, out).map_err(|source| QueryError::Segment { source })?;
-    stats.add_scan(&scan);
-    *remaining -= scan.records_matched as usize;
-    Ok(scan.stopped)
+    Ok(false)
 }
 
 /// How `write_records` shows records.

@@ -47,9 +47,10 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 
 const PAGE_ROWS: usize = 1 << 16;
 
-/// zstd level, measured on `synthetic` (1 M records): level 3 gives 14.5 bytes per record,
-/// 6 gives 14.0 and 9 gives 13.3, each about 20–40 % slower to write than the one before.
-/// Sealing speed bounds sustained ingest, and 3 is well inside the 16-byte budget.
+/// zstd level, measured on `synthetic` (2 M records, one core): level 3 gives 14.7 bytes
+/// per record and seals 590,000 records/s, 6 gives 14.5 at 505,000/s, 9 gives 13.9 at
+/// 400,000/s; reading is as fast at each. Sealing speed bounds sustained ingest, and 3 is
+/// well inside the 16-byte budget.
 const ZSTD_LEVEL: i32 = 3;
 
 /// The Parquet schema, version 1. Column order is the `Col` order below.
@@ -299,14 +300,22 @@ fn properties() -> WriterProperties {
             SCHEMA_VERSION.to_string(),
         )]))
         .set_created_by(format!("sekisho {}", env!("CARGO_PKG_VERSION")));
-    // Plain (then zstd) where values are mostly distinct: a flow's start and end records
-    // are neighbours and share their first time and source port, which zstd sees in
-    // plain bytes but not through delta or dictionary bit-packing (measured on
-    // `synthetic`: delta-encoded times and dictionary-encoded ports and counters were
-    // 1.5 bytes per record larger).
+    // Measured on `synthetic` (bytes per record on disk; milliseconds for one asset over a
+    // day of 8 M records, where decompressing every page of every column dominates):
+    // - the times delta-encoded: 0.2 bytes more than plain, 16 % faster to read, since a
+    //   sparse match needs every page and plain times are 16 of the 68 bytes per record
+    //   that zstd must inflate;
+    // - source ports and counters plain, then zstd: a flow's start and end records are
+    //   neighbours and share the source port, which zstd sees in plain bytes but not
+    //   through dictionary bit-packing (0.8 bytes less); delta-encoded counters were 4.3
+    //   bytes larger.
+    for col in [Col::First, Col::Last] {
+        let path = ColumnPath::from(col.name());
+        props = props
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+    }
     for col in [
-        Col::First,
-        Col::Last,
         Col::Sport,
         Col::PacketsFwd,
         Col::BytesFwd,
@@ -469,8 +478,8 @@ fn sort(records: &mut Vec<Record>) {
 /// is converted once (the recorder hands out the same `Arc<str>` per name).
 #[derive(Default)]
 struct Strings {
-    names: HashMap<(usize, usize), ByteArray>,
-    addrs: HashMap<IpAddr, ByteArray>,
+    names: FastMap<(usize, usize), ByteArray>,
+    addrs: FastMap<IpAddr, ByteArray>,
 }
 
 impl Strings {
@@ -762,8 +771,8 @@ pub fn read(
             scan.stats.row_groups_read += 1;
             let group = reader.get_row_group(i).map_err(|e| scan.err(e))?;
             let index = meta.page_index_for_row_group(i);
-            let ranges = time_ranges(&index, rows, filter);
-            let selected = scan.select(&*group, &ranges, may_have_gaps(group_meta))?;
+            let plan = time_plan(&index, rows, filter);
+            let selected = scan.select(&*group, &plan, may_have_gaps(group_meta))?;
             scan.materialize(&*group, first_row, &selected, out)?;
             if scan.stats.stopped {
                 break;
@@ -848,48 +857,98 @@ fn group_may_match(meta: &RowGroupMetaData, f: &Filter) -> bool {
             .is_none_or(|e| may_contain(meta, Col::Event, e.name().as_bytes()))
 }
 
-/// Rows of a row group whose pages may overlap the time range, by the page index: pages
-/// of `first` that start after `until`, pages of `last` that end before `since` are out.
-fn time_ranges(index: &RowGroupPageIndex, rows: usize, f: &Filter) -> Vec<Range<usize>> {
-    let mut ranges: Vec<Range<usize>> = std::iter::once(0..rows).collect();
-    if let Some(until) = f.until_us {
-        let keep = page_ranges(index, Col::First, rows, |min, _| min <= until);
-        ranges = intersect(&ranges, &keep);
-    }
-    if let Some(since) = f.since_us {
-        let keep = page_ranges(index, Col::Last, rows, |_, max| max >= since);
-        ranges = intersect(&ranges, &keep);
-    }
-    ranges
+/// What the page index of `first` and `last` says about the time range in a row group.
+struct TimePlan {
+    /// Rows in pages that may overlap the range: a page of `first` that starts after
+    /// `until`, or of `last` that ends before `since`, is out.
+    candidates: Vec<Range<usize>>,
+    /// Candidate rows whose `first` (`last`) must be compared: pages that are neither
+    /// wholly out nor wholly within the bound. For a range of whole hours or days that is
+    /// a page or two at each end, so the time columns are mostly not decoded at all.
+    check_first: Vec<Range<usize>>,
+    check_last: Vec<Range<usize>>,
 }
 
-fn page_ranges(
+/// Where a page's values fall against one bound of the time range.
+enum Bound {
+    Out,
+    In,
+    Check,
+}
+
+fn time_plan(index: &RowGroupPageIndex, rows: usize, f: &Filter) -> TimePlan {
+    let all: Vec<Range<usize>> = std::iter::once(0..rows).collect();
+    let mut plan = TimePlan {
+        candidates: all,
+        check_first: Vec::new(),
+        check_last: Vec::new(),
+    };
+    if let Some(until) = f.until_us {
+        let (keep, check) = page_split(index, Col::First, rows, |min, max| {
+            if min > until {
+                Bound::Out
+            } else if max <= until {
+                Bound::In
+            } else {
+                Bound::Check
+            }
+        });
+        plan.candidates = intersect(&plan.candidates, &keep);
+        plan.check_first = check;
+    }
+    if let Some(since) = f.since_us {
+        let (keep, check) = page_split(index, Col::Last, rows, |min, max| {
+            if max < since {
+                Bound::Out
+            } else if min >= since {
+                Bound::In
+            } else {
+                Bound::Check
+            }
+        });
+        plan.candidates = intersect(&plan.candidates, &keep);
+        plan.check_last = check;
+    }
+    plan.check_first = intersect(&plan.check_first, &plan.candidates);
+    plan.check_last = intersect(&plan.check_last, &plan.candidates);
+    plan
+}
+
+/// The rows of pages not `Out`, and of those the rows of pages to `Check`. Without a page
+/// index every row is to be checked.
+fn page_split(
     index: &RowGroupPageIndex,
     col: Col,
     rows: usize,
-    keep: impl Fn(i64, i64) -> bool,
-) -> Vec<Range<usize>> {
+    bound: impl Fn(i64, i64) -> Bound,
+) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
     let (Some(ColumnIndexMetaData::INT64(values)), Some(locations)) = (
         index.column_index(col.index()),
         index.page_locations(col.index()),
     ) else {
-        return std::iter::once(0..rows).collect();
+        let all: Vec<Range<usize>> = std::iter::once(0..rows).collect();
+        return (all.clone(), all);
     };
-    let mut out: Vec<Range<usize>> = Vec::new();
+    let (mut keep, mut check) = (Vec::new(), Vec::new());
     for (i, loc) in locations.iter().enumerate() {
         let start = loc.first_row_index as usize;
         let end = locations
             .get(i + 1)
             .map_or(rows, |next| next.first_row_index as usize);
-        let wanted = match (values.min_value(i), values.max_value(i)) {
-            (Some(&min), Some(&max)) => keep(min, max),
-            _ => true,
+        let page = match (values.min_value(i), values.max_value(i)) {
+            (Some(&min), Some(&max)) => bound(min, max),
+            _ => Bound::Check,
         };
-        if wanted {
-            push_range(&mut out, start..end);
+        match page {
+            Bound::Out => {}
+            Bound::In => push_range(&mut keep, start..end),
+            Bound::Check => {
+                push_range(&mut keep, start..end);
+                push_range(&mut check, start..end);
+            }
         }
     }
-    out
+    (keep, check)
 }
 
 fn push_range(ranges: &mut Vec<Range<usize>>, r: Range<usize>) {
@@ -1010,31 +1069,48 @@ impl Scan<'_> {
         }
     }
 
-    /// The rows of a row group that pass the filter, in order.
+    /// The rows of a row group that pass the filter, in order. The other filters go first:
+    /// what they leave is usually sparse, and the time bounds are then checked only where
+    /// the page index could not decide them.
     fn select(
         &mut self,
         group: &dyn RowGroupReader,
-        ranges: &[Range<usize>],
+        plan: &TimePlan,
         gaps: bool,
     ) -> Result<Vec<u32>, SegmentError> {
         let f = self.filter;
         let rows = group.metadata().num_rows() as usize;
         let mut time = vec![false; rows];
-        for r in ranges {
+        for r in &plan.candidates {
             time[r.clone()].fill(true);
             self.stats.records_scanned += r.len() as u64;
         }
+        let mut selected = if f.has_field_filter() {
+            self.select_fields(group, &time, gaps)?
+        } else {
+            time
+        };
         if let Some(until) = f.until_us {
-            self.keep_i64(group, Col::First, &mut time, |first| first <= until)?;
+            let check = &plan.check_first;
+            self.keep_i64(group, Col::First, &mut selected, check, |v| v <= until)?;
         }
         if let Some(since) = f.since_us {
-            self.keep_i64(group, Col::Last, &mut time, |last| last >= since)?;
+            let check = &plan.check_last;
+            self.keep_i64(group, Col::Last, &mut selected, check, |v| v >= since)?;
         }
-        if !f.has_field_filter() {
-            return Ok(positions(&time));
-        }
+        Ok(positions(&selected))
+    }
 
-        let mut fields = time.clone();
+    /// The rows of `time` that pass the filters other than time, and the gaps among them.
+    fn select_fields(
+        &mut self,
+        group: &dyn RowGroupReader,
+        time: &[bool],
+        gaps: bool,
+    ) -> Result<Vec<bool>, SegmentError> {
+        let f = self.filter;
+        let rows = time.len();
+        let mut fields = time.to_vec();
         let pairs = [
             (&f.asset, Col::SrcAsset, Col::DstAsset),
             (&f.role, Col::SrcRole, Col::DstRole),
@@ -1082,7 +1158,7 @@ impl Scan<'_> {
         if gaps {
             // A gap matches whatever the other filters say: the reader must see it.
             let mut gap = vec![false; rows];
-            let wanted = runs(&time);
+            let wanted = runs(time);
             let want = Event::Gap.name().as_bytes();
             self.eval_bytes(
                 group,
@@ -1091,23 +1167,28 @@ impl Scan<'_> {
                 &mut |v| v == Some(want),
                 &mut gap,
             )?;
-            for ((f, t), g) in fields.iter_mut().zip(&time).zip(&gap) {
+            for ((f, t), g) in fields.iter_mut().zip(time).zip(&gap) {
                 *f |= *t && *g;
             }
         }
-        Ok(positions(&fields))
+        Ok(fields)
     }
 
-    /// Clears the rows of `mask` whose value in an `i64` column fails `keep`.
+    /// Clears the rows of `mask` within `check` whose value in an `i64` column fails `keep`.
     fn keep_i64(
         &self,
         group: &dyn RowGroupReader,
         col: Col,
         mask: &mut [bool],
+        check: &[Range<usize>],
         keep: impl Fn(i64) -> bool,
     ) -> Result<(), SegmentError> {
+        let wanted = intersect(&runs(mask), check);
+        if wanted.is_empty() {
+            return Ok(());
+        }
         let mut cursor = Cursor::<Int64Type>::new(group, col).map_err(|e| self.err(e))?;
-        for r in runs(mask) {
+        for r in wanted {
             cursor
                 .read(r, |row, v| mask[row] &= v.is_some_and(|&v| keep(v)))
                 .map_err(|e| self.err(e))?;
@@ -2250,7 +2331,7 @@ mod tests {
     fn synthetic_traffic_takes_at_most_16_bytes_per_record() {
         let tmp = TempDir::new("segment-size");
         let path = tmp.join("s.parquet");
-        // A busy hour; the figure is the same for 1 M records (14.5) within 0.1 byte.
+        // A busy hour; 1 M or 100 M records give the same figure (14.7) within 0.1 byte.
         let n = 250_000;
         let mut recs = synthetic(n, 1);
         let info = write(&path, &mut recs).expect("write");
