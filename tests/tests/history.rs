@@ -431,8 +431,38 @@ fn r7_segments_past_the_retention_are_removed_and_the_removal_is_in_the_operatio
     let verify = daemon.ctl_json(&["history", "verify"]).unwrap();
     assert_eq!(verify["ok"], true, "{verify}");
     assert_eq!(verify["removed_segments"], 1, "{verify}");
+    // One byte changed in the remaining segment: verify fails and names it.
+    let segment = walk(&root.join("segments"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("the six-year-old segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&segment, bytes).unwrap();
+    let out = daemon.ctl(&["history", "verify"]).unwrap();
+    assert!(!out.status.success(), "a changed segment must fail verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name = segment.strip_prefix(&root).unwrap().display().to_string();
+    assert!(
+        text.contains("changed segment") && text.contains(&name),
+        "verify names {name}: {text}"
+    );
     drop(daemon);
     drop(topo);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
