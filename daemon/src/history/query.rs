@@ -138,9 +138,9 @@ pub enum QueryError {
         #[source]
         source: WalError,
     },
-    #[error("cannot write {what}")]
+    #[error("cannot write {}", path.display())]
     Output {
-        what: String,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -698,7 +698,7 @@ pub fn export(
     match result {
         Ok(stats) => {
             std::fs::rename(&tmp, out_path).map_err(|source| QueryError::Output {
-                what: out_path.display().to_string(),
+                path: out_path.to_path_buf(),
                 source,
             })?;
             Ok(stats)
@@ -717,7 +717,7 @@ fn export_to(
     path: &Path,
 ) -> Result<QueryStats, QueryError> {
     let io_err = |source| QueryError::Output {
-        what: path.display().to_string(),
+        path: path.to_path_buf(),
         source,
     };
     match format {

@@ -478,24 +478,20 @@ fn sort(records: &mut Vec<Record>) {
 /// is converted once (the recorder hands out the same `Arc<str>` per name).
 #[derive(Default)]
 struct Strings {
-    names: FastMap<(usize, usize), ByteArray>,
+    /// By the `Arc`'s address; the `Arc` kept here keeps the address from being reused
+    /// for another name while the segment is written.
+    names: FastMap<usize, (Arc<str>, ByteArray)>,
     addrs: FastMap<IpAddr, ByteArray>,
 }
 
 impl Strings {
     fn name(&mut self, s: &Arc<str>) -> ByteArray {
-        // Keyed by the Arc's address: the map holds nothing that keeps it alive, so a
-        // freed and reused address could alias; the key includes the length and the value
-        // is checked before use.
-        let key = (Arc::as_ptr(s) as *const u8 as usize, s.len());
-        if let Some(b) = self.names.get(&key)
-            && b.data() == s.as_bytes()
-        {
-            return b.clone();
-        }
-        let b = ByteArray::from(s.as_bytes().to_vec());
-        self.names.insert(key, b.clone());
-        b
+        let key = Arc::as_ptr(s) as *const u8 as usize;
+        self.names
+            .entry(key)
+            .or_insert_with(|| (s.clone(), ByteArray::from(s.as_bytes().to_vec())))
+            .1
+            .clone()
     }
 
     fn addr(&mut self, a: IpAddr) -> ByteArray {
