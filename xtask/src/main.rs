@@ -5,7 +5,8 @@
 //! - `test`: setup, formatting and lints, unit tests, the package, then the privileged
 //!   eBPF, network-namespace and package tests (one at a time: the kernel is shared state).
 //! - `demo`: setup, build, and walk through the daemon enforcing in a namespace topology.
-//! - `bench`: setup, then the datapath benchmark, written to `docs/benchmarks.md`.
+//! - `bench`: setup, then the datapath benchmark, written to `docs/benchmarks.md`, and the
+//!   traffic history benchmark, written to `docs/benchmarks-history.md`.
 //! - `package`: setup, then the Debian package in `target/debian/`, with man pages and
 //!   completions generated from the binaries' own command-line definitions.
 //!
@@ -43,8 +44,13 @@ enum Task {
         #[arg(long, conflicts_with = "keep")]
         cleanup: bool,
     },
-    /// Measure the per-packet decision cost and write docs/benchmarks.md.
-    Bench,
+    /// Measure the per-packet decision cost (docs/benchmarks.md) and the traffic history's
+    /// ingest, size and query time (docs/benchmarks-history.md).
+    Bench {
+        /// Keep the 100-million-record history in target/bench-history/ for the next run.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Build the Debian package target/debian/sekisho_*.deb.
     Package,
 }
@@ -83,9 +89,9 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             demo(keep, cleanup)
         }
-        Task::Bench => {
+        Task::Bench { keep } => {
             setup()?;
-            bench()
+            bench(keep)
         }
         Task::Package => {
             setup()?;
@@ -337,7 +343,7 @@ fn demo(keep: bool, cleanup: bool) -> anyhow::Result<()> {
     run(&mut cmd)
 }
 
-fn bench() -> anyhow::Result<()> {
+fn bench(keep: bool) -> anyhow::Result<()> {
     run(cargo().args([
         "run",
         "--release",
@@ -349,7 +355,24 @@ fn bench() -> anyhow::Result<()> {
         "--",
         "--out",
         "docs/benchmarks.md",
-    ]))
+    ]))?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "sekisho-testbed",
+        "--bin",
+        "sekisho-bench-history",
+        "--",
+        "--out",
+        "docs/benchmarks-history.md",
+    ]);
+    if keep {
+        cmd.arg("--keep");
+    }
+    run(&mut cmd)
 }
 
 /// Where `package` puts the generated man pages and completions. In the workspace's

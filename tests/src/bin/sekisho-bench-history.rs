@@ -1,0 +1,1141 @@
+//! `cargo xtask bench`, second part: the traffic history (issue #6), every figure against
+//! a target or a baseline measured in the same run.
+//!
+//! 1. Ingest on one thread: prepared kernel `FlowEvent`s → `recorder::event_record` →
+//!    `History::append` → `History::sync` every second → `History::seal_due` at each hour
+//!    of a `ManualClock` that follows the records' arrival times, so the hourly sealing
+//!    into Parquet happens inside the timed loop. Baseline: writing the same WAL frames'
+//!    bytes to one file with `std::fs::File` and one fdatasync.
+//! 2. The kernel's ring buffer drained by `Recorder::poll` into `History::append` (events
+//!    made by BPF_PROG_TEST_RUN in batches; the filling is not timed).
+//! 3. Bytes on disk per sealed record, against the 16-byte target.
+//! 4. One asset over one day in a history of at least 100 million records: `query::query`
+//!    against DuckDB reading the same Parquet files; both counts must agree.
+//!
+//! The 100-million-record history is kept under `target/bench-history/` between runs only
+//! with `--keep` (then a rerun reuses it); everything else is deleted on the way out.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::programs::{TestRun as _, TestRunOptions};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use sekisho::config::Config;
+use sekisho::datapath::{Datapath, Side};
+use sekisho::history::manifest::{self, EntryKind, NewEntry};
+use sekisho::history::query::{self, Filter};
+use sekisho::history::recorder::{self, ClockMap, Names, Recorder, Timeouts};
+use sekisho::history::segment;
+use sekisho::history::store::{History, ManualClock};
+use sekisho::history::wal;
+use sekisho::history::{Event, Record, Verdict};
+use sekisho::policy::CompiledPolicy;
+use sekisho_common::{Counter, EVENT_ALLOW, EVENT_CUT, EVENT_DENY, FlowEvent};
+
+const HOUR_US: i64 = 3_600_000_000;
+const DAY_US: i64 = 24 * HOUR_US;
+
+/// Records through the ingest pipeline: about 18 hours of `segment::synthetic` traffic,
+/// so about 18 seals inside the timed loop.
+const INGEST_RECORDS: usize = 6_000_000;
+/// Ingest target (IPFIXcol2 writes about 1 M records/s to binary files).
+const INGEST_TARGET: f64 = 1_000_000.0;
+/// Bytes-per-sealed-record target (nfdump's zstd files hold about 29).
+const BYTES_TARGET: f64 = 16.0;
+
+/// Ring-buffer drain: batches below the ring's ~37,000-event capacity.
+const RING_BATCHES: usize = 6;
+const RING_BATCH: usize = 30_000;
+
+/// The query history: 13 days of hourly segments, 325,000 records each (about the
+/// synthetic traffic's own rate), 101.4 million records.
+const DATASET_HOURS: usize = 13 * 24;
+const DATASET_PER_HOUR: usize = 325_000;
+/// `segment::synthetic`'s first record: 2026-04-01T00:00+09:00, an hour boundary in UTC.
+const SYNTHETIC_START_US: i64 = 1_774_969_200_000_000;
+/// The queried day (UTC), in the middle of the 13.
+const QUERY_DAY: &str = "2026-04-06T00:00:00Z";
+/// A terminal (about 0.2 % of the records) and a communication server (about 20 %).
+const QUERY_ASSETS: [&str; 2] = ["term-042", "cs-01"];
+const QUERY_RUNS: usize = 5;
+const DATASET_MARK: &str = "bench-dataset";
+
+struct Options {
+    out: Option<PathBuf>,
+    dir: PathBuf,
+    keep: bool,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut o = Options {
+        out: None,
+        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-history"),
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--out" => o.out = Some(args.next().context("--out FILE")?.into()),
+            "--dir" => o.dir = args.next().context("--dir DIR")?.into(),
+            "--keep" => o.keep = true,
+            other => bail!("unknown argument {other:?} (--out FILE, --dir DIR, --keep)"),
+        }
+    }
+    Ok(o)
+}
+
+/// Deletes a directory on the way out, unless told to keep it.
+struct Cleanup {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = options()?;
+    std::fs::create_dir_all(&o.dir).with_context(|| format!("creating {}", o.dir.display()))?;
+    let dataset_root = o.dir.join("dataset");
+    let _dataset = Cleanup {
+        path: dataset_root.clone(),
+        keep: o.keep,
+    };
+    let work = o.dir.join(format!("work-{}", std::process::id()));
+    let _work = Cleanup {
+        path: work.clone(),
+        keep: false,
+    };
+    std::fs::create_dir_all(&work)?;
+
+    let ingest = ingest(&work)?;
+    let ring = match ring_drain(&work) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("bench-history: ring buffer drain not measured: {e:#}");
+            None
+        }
+    };
+    let dataset = dataset(&dataset_root)?;
+    let queries = QUERY_ASSETS
+        .iter()
+        .map(|asset| compare_query(&dataset_root, asset))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let report = render(&ingest, ring.as_ref(), &dataset, &queries)?;
+    print!("{report}");
+    if let Some(path) = o.out {
+        std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench-history: written to {}", path.display());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Synthetic traffic as the kernel would hand it over
+// ---------------------------------------------------------------------------------------
+
+/// The policy `segment::synthetic` describes: its assets, peers and rules (in its rule
+/// numbering), so that `Names` gives back the names it wrote.
+fn synthetic_config() -> anyhow::Result<Config> {
+    let mut t = String::from("[interfaces]\nlan = [\"lan0\"]\nwan = [\"wan0\"]\n\n");
+    t.push_str("[peer.prefecture]\nnetworks = [\"172.16.0.0/24\"]\n\n");
+    t.push_str("[peer.j-lis]\nnetworks = [\"172.17.0.0/24\"]\n\n");
+    for i in 1..=4 {
+        writeln!(
+            t,
+            "[[asset]]\nname = \"cs-{i:02}\"\nrole = \"cs\"\naddresses = [\"10.1.0.{i}\"]\n"
+        )?;
+    }
+    for i in 1..=300u32 {
+        writeln!(
+            t,
+            "[[asset]]\nname = \"term-{i:03}\"\nrole = \"terminal\"\naddresses = [\"10.1.{}.{}\"]\n",
+            1 + i / 250,
+            i % 250 + 1
+        )?;
+    }
+    for (name, from, to, ports) in [
+        (
+            "cs-to-prefecture",
+            "role:cs",
+            "peer:prefecture",
+            "\"tcp/443\", \"tcp/700\"",
+        ),
+        ("cs-to-jlis", "role:cs", "peer:j-lis", "\"tcp/443\""),
+        (
+            "terminals-to-cs",
+            "role:terminal",
+            "role:cs",
+            "\"tcp/443\", \"tcp/8443\"",
+        ),
+        (
+            "prefecture-to-cs",
+            "peer:prefecture",
+            "role:cs",
+            "\"tcp/443\"",
+        ),
+    ] {
+        writeln!(
+            t,
+            "[[allow]]\nname = \"{name}\"\nfrom = \"{from}\"\nto = \"{to}\"\nports = [{ports}]\n"
+        )?;
+    }
+    Config::parse_str(&t, Path::new("synthetic.toml")).context("the synthetic policy")
+}
+
+fn addr16(a: Option<std::net::IpAddr>) -> [u8; 16] {
+    match a {
+        Some(std::net::IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
+        Some(std::net::IpAddr::V6(v6)) => v6.octets(),
+        None => [0; 16],
+    }
+}
+
+/// What the ingest loop is given: kernel events, and for each what an end record needs
+/// beyond the event.
+struct Prepared {
+    events: Vec<FlowEvent>,
+    /// When the record arrives (the `ManualClock`), non-decreasing.
+    arrival_us: Vec<i64>,
+    /// End records only: their verdict and close reason (see `ingest`).
+    end_fixup: Vec<Option<(Verdict, Option<sekisho::history::Close>)>>,
+}
+
+/// `segment::synthetic` records as kernel events, shifted by `shift_us`. Starts are
+/// `EVENT_ALLOW`/`EVENT_DENY` as the kernel writes them; ends are `EVENT_CUT`, the one
+/// ring-buffer event that carries totals (`Timeouts`' sweep writes the others from the flow
+/// tables through the same conversion).
+fn prepare(records: &[Record], clock: &ClockMap, shift_us: i64) -> Prepared {
+    let base_us = clock.to_us(0);
+    let mono = |us: i64| ((us + shift_us - base_us) as u64) * 1000;
+    let (lan, wan) = (
+        1,
+        if nix::net::if_::if_nametoindex("eth0").is_ok() {
+            4
+        } else {
+            1
+        },
+    );
+    let mut p = Prepared {
+        events: Vec::with_capacity(records.len()),
+        arrival_us: Vec::with_capacity(records.len()),
+        end_fixup: Vec::with_capacity(records.len()),
+    };
+    let mut arrival = i64::MIN;
+    for r in records {
+        let kind = match (r.event, r.verdict) {
+            (Event::End, _) => EVENT_CUT,
+            (_, Verdict::Allow) => EVENT_ALLOW,
+            _ => EVENT_DENY,
+        };
+        let verdict = match r.verdict {
+            Verdict::Allow => sekisho_common::VERDICT_ALLOW,
+            Verdict::Deny => sekisho_common::VERDICT_DENY,
+            Verdict::Monitor => sekisho_common::VERDICT_MONITOR,
+        } as u8;
+        p.events.push(FlowEvent {
+            kind,
+            reason: r.reason,
+            verdict,
+            proto: r.proto,
+            ifindex: if r.interface.as_deref() == Some("wan0") {
+                wan
+            } else {
+                lan
+            },
+            generation: r.generation,
+            rule: r.rule,
+            src: addr16(r.src),
+            dst: addr16(r.dst),
+            sport: r.sport,
+            dport: r.dport,
+            tcp_flags: r.tcp_flags,
+            from_lan: u8::from(r.interface.as_deref() != Some("wan0")),
+            _pad: [0; 2],
+            first_ns: mono(r.first_us),
+            last_ns: mono(r.last_us),
+            fwd: Counter {
+                packets: r.packets_fwd,
+                bytes: r.bytes_fwd,
+            },
+            rev: Counter {
+                packets: r.packets_rev,
+                bytes: r.bytes_rev,
+            },
+        });
+        // As `synthetic` orders them: a start when it begins, an end when it is written.
+        let at = match (r.event, r.verdict) {
+            (Event::End, Verdict::Allow) => r.last_us,
+            (Event::End, _) => r.last_us + 30_000_000,
+            _ => r.first_us,
+        };
+        arrival = arrival.max(at + shift_us);
+        p.arrival_us.push(arrival);
+        p.end_fixup
+            .push((r.event == Event::End).then_some((r.verdict, r.close)));
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Ingest
+// ---------------------------------------------------------------------------------------
+
+struct Ingest {
+    records: u64,
+    seconds: f64,
+    syncs: u64,
+    seals: u64,
+    /// Of `seconds`: in `History::seal_due`, and in `History::sync`.
+    seal_seconds: f64,
+    sync_seconds: f64,
+    segments: u64,
+    segment_bytes: u64,
+    wal_bytes: u64,
+    baseline_seconds: f64,
+}
+
+impl Ingest {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    fn baseline_rate(&self) -> f64 {
+        self.records as f64 / self.baseline_seconds
+    }
+    fn bytes_per_record(&self) -> f64 {
+        self.segment_bytes as f64 / self.records as f64
+    }
+}
+
+fn ingest(work: &Path) -> anyhow::Result<Ingest> {
+    eprintln!("bench-history: preparing {INGEST_RECORDS} synthetic kernel events");
+    let config = synthetic_config()?;
+    let names = Names::from_config(&config);
+    let clock_map = ClockMap::now();
+    let records = segment::synthetic(INGEST_RECORDS, 1);
+    // Times after the machine booted (the kernel's clock starts there), hour-aligned as
+    // `synthetic` is.
+    let now = Timestamp::now().as_microsecond();
+    let shift_us = (now.div_euclid(HOUR_US) + 1) * HOUR_US - SYNTHETIC_START_US;
+    let p = prepare(&records, &clock_map, shift_us);
+    // The conversion gives back what `synthetic` wrote (interfaces aside: real ones here).
+    for (i, r) in records.iter().enumerate().step_by(997) {
+        let mut got = recorder::event_record(&names, &clock_map, &p.events[i]);
+        if let Some((v, c)) = p.end_fixup[i] {
+            (got.verdict, got.close) = (v, c);
+        }
+        got.first_us -= shift_us;
+        got.last_us -= shift_us;
+        got.interface.clone_from(&r.interface);
+        ensure!(got == *r, "event {i} converts to {got:?}, not {r:?}");
+    }
+
+    // The baseline's bytes: the WAL frames of the same records (header, length, CRC-32C
+    // and payload, as `WalWriter` frames them), encoded before timing.
+    let mut frames = Vec::with_capacity(records.len() * 80);
+    frames.extend_from_slice(wal::MAGIC);
+    let mut payload = Vec::new();
+    for (i, e) in p.events.iter().enumerate() {
+        let mut r = recorder::event_record(&names, &clock_map, e);
+        if let Some((v, c)) = p.end_fixup[i] {
+            (r.verdict, r.close) = (v, c);
+        }
+        payload.clear();
+        wal::encode(&r, &mut payload);
+        frames.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frames.extend_from_slice(&[0; 4]);
+        frames.extend_from_slice(&payload);
+    }
+    drop(records);
+
+    let root = work.join("ingest");
+    let clock = ManualClock::new(p.arrival_us[0]);
+    let mut history = History::open(&root, clock.clone())?;
+    eprintln!("bench-history: ingest, one thread");
+    let start = Instant::now();
+    let mut last_sync = start;
+    let (mut syncs, mut seals) = (0u64, 0u64);
+    let (mut seal_time, mut sync_time) = (Duration::ZERO, Duration::ZERO);
+    let mut hour = p.arrival_us[0].div_euclid(HOUR_US);
+    for (i, e) in p.events.iter().enumerate() {
+        let at = p.arrival_us[i];
+        clock.set(at);
+        if at.div_euclid(HOUR_US) != hour {
+            hour = at.div_euclid(HOUR_US);
+            let t = Instant::now();
+            seals += history.seal_due()?.len() as u64;
+            seal_time += t.elapsed();
+        }
+        let mut r = recorder::event_record(&names, &clock_map, e);
+        // Ends: the verdict and close reason a sweep would give (a cut fixes them).
+        if let Some((v, c)) = p.end_fixup[i] {
+            (r.verdict, r.close) = (v, c);
+        }
+        history.append(&r);
+        if i.is_multiple_of(1024) && last_sync.elapsed() >= Duration::from_secs(1) {
+            let t = Instant::now();
+            history.sync()?;
+            syncs += 1;
+            last_sync = Instant::now();
+            sync_time += last_sync - t;
+        }
+    }
+    let t = Instant::now();
+    history.sync()?;
+    syncs += 1;
+    sync_time += t.elapsed();
+    // The last (partial) hour is sealed inside the timing too: every record has reached
+    // Parquet when the clock stops.
+    clock.set((hour + 1) * HOUR_US);
+    let t = Instant::now();
+    seals += history.seal_due()?.len() as u64;
+    seal_time += t.elapsed();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let health = history.health();
+    ensure!(
+        health.unrecorded_total == 0 && !health.degraded,
+        "records were lost: {health:?}"
+    );
+    let stats = history.stats()?;
+    drop(history);
+    ensure!(
+        stats.records == p.events.len() as u64 && stats.wal_records == 0,
+        "sealed {} of {} records ({} in the WAL)",
+        stats.records,
+        p.events.len(),
+        stats.wal_records
+    );
+    let entries = manifest::read(&root)?;
+    let segment_bytes: u64 = entries.iter().map(|e| e.bytes).sum();
+    let records = p.events.len() as u64;
+    drop(p);
+    let _ = std::fs::remove_dir_all(&root);
+    eprintln!(
+        "bench-history: ingest {:.0} records/s, {seals} seals",
+        records as f64 / seconds
+    );
+
+    let baseline_seconds = raw_write(&work.join("baseline.wal"), &frames)?;
+    Ok(Ingest {
+        records,
+        seconds,
+        syncs,
+        seals,
+        seal_seconds: seal_time.as_secs_f64(),
+        sync_seconds: sync_time.as_secs_f64(),
+        segments: entries.len() as u64,
+        segment_bytes,
+        wal_bytes: frames.len() as u64,
+        baseline_seconds,
+    })
+}
+
+/// Median of three: write `bytes` sequentially (1 MiB writes) and fdatasync once.
+fn raw_write(path: &Path, bytes: &[u8]) -> anyhow::Result<f64> {
+    use std::io::Write as _;
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(path);
+        let start = Instant::now();
+        let mut f = std::fs::File::create(path)?;
+        for chunk in bytes.chunks(1 << 20) {
+            f.write_all(chunk)?;
+        }
+        f.sync_data()?;
+        drop(f);
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    let _ = std::fs::remove_file(path);
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[1])
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The kernel's ring buffer
+// ---------------------------------------------------------------------------------------
+
+struct Ring {
+    events: u64,
+    lost: u64,
+    drain_seconds: f64,
+    fill_seconds: f64,
+}
+
+/// A denied UDP packet of demo.toml's term-01 to the prefecture: each distinct
+/// (destination, source port) is a new denied flow, so one ring-buffer event.
+fn udp_frame(dst_last: u8, sport: u16) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0x99, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[192, 0, 2, 21]);
+    f.extend_from_slice(&[203, 0, 113, dst_last]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&9999u16.to_be_bytes());
+    f.extend_from_slice(&12u16.to_be_bytes());
+    f.extend_from_slice(&[0; 6]);
+    f
+}
+
+fn ring_drain(work: &Path) -> anyhow::Result<Ring> {
+    eprintln!("bench-history: ring buffer drain");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/demo.toml");
+    let config = Config::parse_str(&std::fs::read_to_string(path)?, Path::new(path))?;
+    let mut dp = Datapath::load()?;
+    dp.apply(&CompiledPolicy::compile(&config))?;
+    let maps = dp.take_flow_maps().context("flow maps")?;
+    let mut recorder = Recorder::new(
+        maps,
+        Arc::new(Names::from_config(&config)),
+        Timeouts::default(),
+    );
+    let root = work.join("ring");
+    let mut history = History::open(&root, ManualClock::new(Timestamp::now().as_microsecond()))?;
+    let (mut events, mut drain, mut fill) = (0u64, Duration::ZERO, Duration::ZERO);
+    let mut out = vec![0u8; 256];
+    let mut flow = 0usize;
+    for _ in 0..RING_BATCHES {
+        let start = Instant::now();
+        for _ in 0..RING_BATCH {
+            // 203.0.113.9..=14: prefecture addresses; source ports 1024..
+            let frame = udp_frame(9 + (flow / 60_000) as u8, 1024 + (flow % 60_000) as u16);
+            flow += 1;
+            let rv = dp
+                .program(Side::Lan)
+                .test_run(TestRunOptions {
+                    data_in: Some(&frame),
+                    data_out: Some(&mut out),
+                    ..TestRunOptions::default()
+                })?
+                .return_value;
+            ensure!(rv == 2, "the demo policy denies the packet (returned {rv})");
+        }
+        fill += start.elapsed();
+        let start = Instant::now();
+        events += recorder.poll(&mut |r| history.append(&r)) as u64;
+        history.sync()?;
+        drain += start.elapsed();
+    }
+    let lost = recorder.events_lost();
+    drop(history);
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(Ring {
+        events,
+        lost,
+        drain_seconds: drain.as_secs_f64(),
+        fill_seconds: fill.as_secs_f64(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The 100-million-record history
+// ---------------------------------------------------------------------------------------
+
+struct Dataset {
+    records: u64,
+    segments: u64,
+    bytes: u64,
+    generated_seconds: Option<f64>,
+}
+
+fn dataset_mark() -> String {
+    format!(
+        "sekisho-bench-history v1: {DATASET_HOURS} hours x {DATASET_PER_HOUR} synthetic records, seeds 1000+hour\n"
+    )
+}
+
+/// `segments/YYYY/MM/DD/HH.parquet` of the UTC hour starting at `us`.
+fn segment_rel(us: i64) -> anyhow::Result<String> {
+    let t = Timestamp::from_microsecond(us)?.to_zoned(TimeZone::UTC);
+    Ok(format!(
+        "{}/{:04}/{:02}/{:02}/{:02}.parquet",
+        manifest::SEGMENTS_DIR,
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour()
+    ))
+}
+
+/// Hour `h` of the history: `synthetic` traffic (its own seed) moved to that hour.
+fn dataset(root: &Path) -> anyhow::Result<Dataset> {
+    let summary = |generated_seconds| -> anyhow::Result<Dataset> {
+        let entries = manifest::read(root)?;
+        Ok(Dataset {
+            records: entries.iter().map(|e| e.records).sum(),
+            segments: entries.len() as u64,
+            bytes: entries.iter().map(|e| e.bytes).sum(),
+            generated_seconds,
+        })
+    };
+    if std::fs::read_to_string(root.join(DATASET_MARK)).ok() == Some(dataset_mark()) {
+        let d = summary(None)?;
+        if d.segments == DATASET_HOURS as u64
+            && d.records == (DATASET_HOURS * DATASET_PER_HOUR) as u64
+        {
+            eprintln!("bench-history: reusing the history in {}", root.display());
+            return Ok(d);
+        }
+    }
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root)?;
+    manifest::init(root)?;
+    eprintln!(
+        "bench-history: writing {} records in {DATASET_HOURS} hourly segments to {}",
+        DATASET_HOURS * DATASET_PER_HOUR,
+        root.display()
+    );
+    let start = Instant::now();
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<NewEntry>>> = Mutex::new((0..DATASET_HOURS).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(2));
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let h = next.fetch_add(1, Ordering::Relaxed);
+                        if h >= DATASET_HOURS {
+                            return Ok(());
+                        }
+                        let entry = dataset_hour(root, h)?;
+                        done.lock().unwrap_or_else(|e| e.into_inner())[h] = Some(entry);
+                        if (h + 1).is_multiple_of(24) {
+                            eprintln!(
+                                "bench-history: day {} of {}",
+                                h / 24 + 1,
+                                DATASET_HOURS / 24
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+        }
+        Ok(())
+    })?;
+    for entry in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        manifest::append(root, entry.context("every hour written")?)?;
+    }
+    std::fs::write(root.join(DATASET_MARK), dataset_mark())?;
+    summary(Some(start.elapsed().as_secs_f64()))
+}
+
+fn dataset_hour(root: &Path, h: usize) -> anyhow::Result<NewEntry> {
+    let hour_us = SYNTHETIC_START_US + h as i64 * HOUR_US;
+    let mut records = segment::synthetic(DATASET_PER_HOUR, 1000 + h as u64);
+    for r in &mut records {
+        r.first_us += hour_us - SYNTHETIC_START_US;
+        r.last_us += hour_us - SYNTHETIC_START_US;
+    }
+    let rel = segment_rel(hour_us)?;
+    let path = root.join(&rel);
+    std::fs::create_dir_all(path.parent().context("segment directory")?)?;
+    let info = segment::write(&path, &mut records)?;
+    let (sha256, bytes) = manifest::file_sha256(&path)?;
+    Ok(NewEntry {
+        kind: EntryKind::Sealed,
+        path: rel,
+        records: info.records,
+        bytes,
+        min_first_us: info.min_first_us,
+        max_last_us: info.max_last_us,
+        min_last_us: info.min_last_us,
+        max_first_us: info.max_first_us,
+        sha256,
+        sealed_at_us: hour_us + HOUR_US,
+        removes: None,
+        reason: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. One asset over one day: sekisho against DuckDB
+// ---------------------------------------------------------------------------------------
+
+struct Timed {
+    count: u64,
+    first: f64,
+    median: f64,
+}
+
+struct QueryRow {
+    asset: String,
+    sekisho: Timed,
+    segments_read: u64,
+    row_groups_read: u64,
+    row_groups_total: u64,
+    records_scanned: u64,
+    duckdb_all: Timed,
+    duckdb_all_1thread: Timed,
+    duckdb_day: Timed,
+    duckdb_columns: Timed,
+    day_files: usize,
+    duckdb_version: String,
+    duckdb_threads: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
+    let since: Timestamp = QUERY_DAY.parse()?;
+    let since_us = since.as_microsecond();
+    let until_us = since_us + DAY_US - 1;
+    let filter = Filter {
+        since_us: Some(since_us),
+        until_us: Some(until_us),
+        asset: Some(asset.to_owned()),
+        ..Filter::default()
+    };
+    eprintln!("bench-history: query {asset} over {QUERY_DAY} + 1 day, sekisho");
+    let mut times = Vec::new();
+    let mut counts = Vec::new();
+    let mut stats = None;
+    for _ in 0..QUERY_RUNS {
+        let mut n = 0u64;
+        let start = Instant::now();
+        let s = query::query(root, &filter, &mut |_| {
+            n += 1;
+            true
+        })?;
+        times.push(start.elapsed().as_secs_f64());
+        counts.push(n);
+        stats = Some(s);
+    }
+    let stats = stats.context("a query ran")?;
+    ensure!(
+        counts.iter().all(|c| *c == counts[0]),
+        "sekisho's counts differ between runs: {counts:?}"
+    );
+    let sekisho = Timed {
+        count: counts[0],
+        first: times[0],
+        median: median(times),
+    };
+
+    let ts = |us: i64| -> anyhow::Result<String> {
+        Ok(Timestamp::from_microsecond(us)?
+            .strftime("%Y-%m-%d %H:%M:%S%.6f+00")
+            .to_string())
+    };
+    let (lo, hi) = (ts(since_us)?, ts(until_us)?);
+    let where_ = format!(
+        "\"first\" <= TIMESTAMPTZ '{hi}' AND \"last\" >= TIMESTAMPTZ '{lo}' \
+         AND (src_asset = '{asset}' OR dst_asset = '{asset}')"
+    );
+    let all = format!(
+        "SELECT count(*) FROM read_parquet('{}/segments/**/*.parquet') WHERE {where_}",
+        root.display()
+    );
+    let day_files: Vec<String> = manifest::read(root)?
+        .into_iter()
+        .filter(|e| e.min_first_us <= until_us && e.max_last_us >= since_us)
+        .map(|e| format!("'{}'", root.join(&e.path).display()))
+        .collect();
+    let day = format!(
+        "SELECT count(*) FROM read_parquet([{}]) WHERE {where_}",
+        day_files.join(", ")
+    );
+    eprintln!("bench-history: query {asset}, DuckDB");
+    // Every column of the matching rows read, as `query` decodes whole records.
+    let columns = format!(
+        "SELECT count(*), max(hash(t)) FROM (SELECT * FROM read_parquet('{}/segments/**/*.parquet') \
+         WHERE {where_}) t",
+        root.display()
+    );
+    let duck = duckdb(&[(all.clone(), 0), (all, 1), (day, 0), (columns, 0)])?;
+    ensure!(duck.1.len() == 4, "4 answers from DuckDB");
+    for (what, t) in [
+        ("all files", &duck.1[0]),
+        ("one thread", &duck.1[1]),
+        ("day's files", &duck.1[2]),
+        ("every column", &duck.1[3]),
+    ] {
+        ensure!(
+            t.count == sekisho.count,
+            "DuckDB ({what}) counts {} records, sekisho {}",
+            t.count,
+            sekisho.count
+        );
+    }
+    let mut it = duck.1.into_iter();
+    let mut next = || it.next().context("4 answers");
+    let (a, b, c, e) = (next()?, next()?, next()?, next()?);
+    Ok(QueryRow {
+        asset: asset.to_owned(),
+        sekisho,
+        segments_read: stats.segments_read,
+        row_groups_read: stats.row_groups_read,
+        row_groups_total: stats.row_groups_total,
+        records_scanned: stats.records_scanned,
+        duckdb_all: a,
+        duckdb_all_1thread: b,
+        duckdb_day: c,
+        duckdb_columns: e,
+        day_files: day_files.len(),
+        duckdb_version: duck.0,
+        duckdb_threads: duck.2,
+    })
+}
+
+/// Makes `import duckdb` work, installing it from PyPI when missing.
+fn ensure_duckdb() -> anyhow::Result<()> {
+    let import = || {
+        Command::new("python3")
+            .args(["-c", "import duckdb"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if import() {
+        return Ok(());
+    }
+    eprintln!("bench-history: installing DuckDB from PyPI");
+    let ok = Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    ensure!(ok && import(), "cannot install DuckDB from PyPI");
+    Ok(())
+}
+
+/// Runs each query `QUERY_RUNS` times in one DuckDB connection (threads: the default, or
+/// the given number), timing only `execute` + `fetchall`. Returns DuckDB's version, the
+/// timings and its default thread count.
+fn duckdb(queries: &[(String, u32)]) -> anyhow::Result<(String, Vec<Timed>, String)> {
+    const SCRIPT: &str = r#"
+import duckdb, json, sys, time
+args = json.load(sys.stdin)
+con = duckdb.connect()
+threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
+out = []
+for q, t in args["queries"]:
+    con.execute("RESET threads" if t == 0 else f"SET threads = {t}")
+    times, counts = [], []
+    for _ in range(args["runs"]):
+        start = time.perf_counter()
+        rows = con.execute(q).fetchall()
+        times.append(time.perf_counter() - start)
+        counts.append(rows[0][0])
+    out.append({"times": times, "counts": counts})
+print(json.dumps({"version": duckdb.__version__, "threads": str(threads), "results": out}))
+"#;
+    ensure_duckdb()?;
+    let input = serde_json::json!({ "queries": queries, "runs": QUERY_RUNS });
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("python3 runs")?;
+    serde_json::to_writer(child.stdin.take().context("stdin")?, &input)?;
+    let out = child.wait_with_output()?;
+    ensure!(out.status.success(), "DuckDB failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut timed = Vec::new();
+    for r in v["results"].as_array().context("results")? {
+        let times: Vec<f64> = r["times"]
+            .as_array()
+            .context("times")?
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        let counts: Vec<u64> = r["counts"]
+            .as_array()
+            .context("counts")?
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        ensure!(
+            counts.len() == QUERY_RUNS && counts.iter().all(|c| *c == counts[0]),
+            "DuckDB's counts: {counts:?}"
+        );
+        timed.push(Timed {
+            count: counts[0],
+            first: times[0],
+            median: median(times),
+        });
+    }
+    Ok((
+        v["version"].as_str().unwrap_or("?").to_owned(),
+        timed,
+        v["threads"].as_str().unwrap_or("?").to_owned(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------
+
+fn ms(s: f64) -> String {
+    format!("{:.1} ms", s * 1e3)
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn render(
+    i: &Ingest,
+    ring: Option<&Ring>,
+    d: &Dataset,
+    queries: &[QueryRow],
+) -> anyhow::Result<String> {
+    let mut t = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    writeln!(t, "# Traffic history benchmark")?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "Written by `cargo xtask bench` (`sekisho-bench-history`); issue #6's targets. \
+         Machine: {nproc} CPUs ({cpu}), Linux {}. Figures from one run; the machine is \
+         shared, so they move by some percent between runs.",
+        kernel.trim()
+    )?;
+    writeln!(t)?;
+    writeln!(t, "| figure | measured | target or baseline | ratio |")?;
+    writeln!(t, "|---|---|---|---|")?;
+    writeln!(
+        t,
+        "| ingest, one thread (event → WAL → Parquet) | {} records/s | 1,000,000 records/s | {:.2}× target |",
+        group(i.rate() as u64),
+        i.rate() / INGEST_TARGET
+    )?;
+    writeln!(
+        t,
+        "| same bytes written raw (`File::write_all` + fdatasync) | {} records/s | — | ingest at {:.2}× of raw write |",
+        group(i.baseline_rate() as u64),
+        i.rate() / i.baseline_rate()
+    )?;
+    if let Some(r) = ring {
+        writeln!(
+            t,
+            "| kernel ring buffer drained (`Recorder::poll` → append, sync per batch) | {} records/s | 1,000,000 records/s | {:.2}× target |",
+            group((r.events as f64 / r.drain_seconds) as u64),
+            r.events as f64 / r.drain_seconds / INGEST_TARGET
+        )?;
+    }
+    writeln!(
+        t,
+        "| bytes on disk per sealed record (ingest's segments) | {:.2} B | 16 B (nfdump zstd ≈ 29 B) | {:.2}× target |",
+        i.bytes_per_record(),
+        i.bytes_per_record() / BYTES_TARGET
+    )?;
+    writeln!(
+        t,
+        "| bytes on disk per sealed record (query history) | {:.2} B | 16 B | {:.2}× target |",
+        d.bytes as f64 / d.records as f64,
+        d.bytes as f64 / d.records as f64 / BYTES_TARGET
+    )?;
+    for q in queries {
+        writeln!(
+            t,
+            "| one day of `{}` ({} records) in {} records: `query`, median of {QUERY_RUNS} | {} | DuckDB over all files: {} | {:.2}× DuckDB's time |",
+            q.asset,
+            group(q.sekisho.count),
+            group(d.records),
+            ms(q.sekisho.median),
+            ms(q.duckdb_all.median),
+            q.sekisho.median / q.duckdb_all.median
+        )?;
+    }
+    writeln!(t)?;
+
+    writeln!(t, "## Ingest")?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "{} records of `segment::synthetic` traffic (a 住基ネット segment: 4 CS, 300 terminals, \
+         two peers; 70 % allowed, 30 % denied; a start and an end record per flow), made into \
+         kernel `FlowEvent`s before timing. Timed, on one thread: `recorder::event_record` \
+         (address → asset, role and peer; rule and interface names; kernel clock → wall \
+         clock), `History::append` (WAL frame: encoding, CRC-32C, buffered write), \
+         `History::sync` (fdatasync) once per second of wall time ({} syncs), and \
+         `History::seal_due` each time the `ManualClock` — set to each record's arrival \
+         time — enters a new hour: read the hour's WAL back, sort, write the zstd Parquet \
+         segment, fsync, SHA-256, manifest append, delete the WAL ({} seals, the last, \
+         partial hour included, so every record is in Parquet when the clock stops). \
+         {:.2} s in all, of which sealing {:.2} s and syncing {:.2} s: the path up to the \
+         buffered WAL write alone runs at {} records/s, sealing at {} records/s.",
+        group(i.records),
+        i.syncs,
+        i.seals,
+        i.seconds,
+        i.seal_seconds,
+        i.sync_seconds,
+        group((i.records as f64 / (i.seconds - i.seal_seconds - i.sync_seconds)) as u64),
+        group((i.records as f64 / i.seal_seconds) as u64)
+    )?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "End records come, in the daemon, from `Recorder::sweep` reading the flow tables, not \
+         from the ring buffer; here they pass as `EVENT_CUT` events through the same \
+         `event_record` conversion, and their verdict and close reason are set from the \
+         synthetic record (a cut would fix them to allow/cut). A sample of the converted \
+         records is checked equal to `synthetic`'s. Interfaces are real ones of this machine \
+         (`lo`, `eth0`), not `lan0`/`wan0`."
+    )?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "Baseline: the same records' WAL frames ({} MB, encoded before timing) written to one \
+         file in 1 MiB `write_all`s and one fdatasync, median of 3: {:.2} s. It is the disk's \
+         floor for the WAL alone; the ingest also writes the Parquet segments and reads the \
+         WAL back to seal it.",
+        i.wal_bytes / 1_000_000,
+        i.baseline_seconds
+    )?;
+    writeln!(t)?;
+    if let Some(r) = ring {
+        writeln!(t, "## The kernel's ring buffer")?;
+        writeln!(t)?;
+        writeln!(
+            t,
+            "sekisho's programs loaded (unpinned) with configs/demo.toml; {} distinct denied \
+             UDP flows (192.0.2.21 → 203.0.113.9–14, one event each) made with \
+             BPF_PROG_TEST_RUN in batches of {} (the ring holds about 37,000 events), each \
+             batch then drained by `Recorder::poll` into `History::append` and one \
+             `History::sync`. {} events read, {} lost. Drain: {:.3} s ({} records/s). \
+             Filling the ring through one syscall per packet took {:.2} s and is not the \
+             recorder's cost, so it is left out. Denied first packets are the events whose \
+             names all resolve (asset and peer). The drain includes one fdatasync per batch of \
+             {} records; at a sustained 1 M/s the daemon syncs once per about 1 M.",
+            group((RING_BATCHES * RING_BATCH) as u64),
+            group(RING_BATCH as u64),
+            group(r.events),
+            r.lost,
+            r.drain_seconds,
+            group((r.events as f64 / r.drain_seconds) as u64),
+            r.fill_seconds,
+            group(RING_BATCH as u64)
+        )?;
+        writeln!(t)?;
+    }
+    writeln!(t, "## Bytes on disk")?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "Ingest: {} sealed segments, {} bytes for {} records. Query history: {} segments, {} \
+         bytes for {} records. Bytes are the Parquet files' sizes as the manifest lists them \
+         (footer and statistics included; the manifest itself, about 0.5 KB per segment, not). \
+         nfdump was not measured in this run: the 29-byte figure is the issue's.",
+        i.segments,
+        group(i.segment_bytes),
+        group(i.records),
+        d.segments,
+        group(d.bytes),
+        group(d.records)
+    )?;
+    writeln!(t)?;
+    writeln!(t, "## One asset over one day")?;
+    writeln!(t)?;
+    let origin = match d.generated_seconds {
+        Some(s) => format!("written in this run in {s:.0} s on 2 threads"),
+        None => "reused from an earlier run (`--keep`), unchanged".to_owned(),
+    };
+    writeln!(
+        t,
+        "The history: {} records in {} hourly segments (13 days from 2026-03-31T15:00Z; each \
+         hour `segment::synthetic` with its own seed, written by `segment::write` and entered \
+         in the manifest), {origin}. The query: records of the asset (source or destination) \
+         overlapping {QUERY_DAY} + 24 h. sekisho: `query::query` in this process (manifest, \
+         segment pruning by time, row-group and page statistics, dictionary test of the \
+         asset columns; records decoded and counted), one thread. DuckDB {}: `python3`, \
+         one connection opened before timing, `execute(...).fetchall()` of",
+        group(d.records),
+        d.segments,
+        queries.first().map_or("?", |q| q.duckdb_version.as_str())
+    )?;
+    writeln!(t)?;
+    writeln!(t, "```sql")?;
+    writeln!(
+        t,
+        "SELECT count(*) FROM read_parquet('<root>/segments/**/*.parquet')\n WHERE \"first\" <= TIMESTAMPTZ '<day end>' AND \"last\" >= TIMESTAMPTZ '<day start>'\n   AND (src_asset = '<asset>' OR dst_asset = '<asset>')"
+    )?;
+    writeln!(t, "```")?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "timed (median of {QUERY_RUNS}; \"first\" is the first run in the process, with the \
+         files in the page cache either way). DuckDB runs with its default {} threads, and \
+         again with one; \"day's files\" gives DuckDB the list of segments overlapping the \
+         day instead of the glob; \"every column\" makes DuckDB read all columns of the \
+         matching rows (`SELECT count(*), max(hash(t)) FROM (SELECT * … WHERE …) t`), as \
+         `query` decodes whole records where `count(*)` reads only the filter's columns. \
+         The counts agree in every row (the bench fails otherwise).",
+        queries.first().map_or("?", |q| q.duckdb_threads.as_str())
+    )?;
+    writeln!(t)?;
+    writeln!(
+        t,
+        "| asset | records | sekisho median (first) | DuckDB all files (first) | DuckDB all files, 1 thread | DuckDB day's {} files | DuckDB every column | sekisho / DuckDB all |",
+        queries.first().map_or(0, |q| q.day_files)
+    )?;
+    writeln!(t, "|---|---|---|---|---|---|---|---|")?;
+    for q in queries {
+        writeln!(
+            t,
+            "| `{}` | {} | {} ({}) | {} ({}) | {} | {} | {} | {:.2}× |",
+            q.asset,
+            group(q.sekisho.count),
+            ms(q.sekisho.median),
+            ms(q.sekisho.first),
+            ms(q.duckdb_all.median),
+            ms(q.duckdb_all.first),
+            ms(q.duckdb_all_1thread.median),
+            ms(q.duckdb_day.median),
+            ms(q.duckdb_columns.median),
+            q.sekisho.median / q.duckdb_all.median
+        )?;
+    }
+    writeln!(t)?;
+    for q in queries {
+        writeln!(
+            t,
+            "`{}`: sekisho read {} of {} segments, {} of {} row groups, scanned {} records.",
+            q.asset,
+            q.segments_read,
+            d.segments,
+            q.row_groups_read,
+            q.row_groups_total,
+            group(q.records_scanned)
+        )?;
+    }
+    Ok(t)
+}
