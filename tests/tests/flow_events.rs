@@ -4,7 +4,10 @@
 //! a cut flow reports its totals, and a full ring buffer is counted and becomes a gap
 //! record — never silence.
 
-#[expect(dead_code, reason = "the packet builder is shared with datapath.rs, which uses all of it")]
+#[expect(
+    dead_code,
+    reason = "the packet builder is shared with datapath.rs, which uses all of it"
+)]
 mod packets;
 
 use std::sync::Arc;

@@ -76,7 +76,13 @@ pub enum Close {
 }
 
 impl Close {
-    pub const ALL: [Close; 5] = [Close::Fin, Close::Rst, Close::Idle, Close::Cut, Close::Evicted];
+    pub const ALL: [Close; 5] = [
+        Close::Fin,
+        Close::Rst,
+        Close::Idle,
+        Close::Cut,
+        Close::Evicted,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
