@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::column::page::Page;
+use parquet::column::page::{Page, PageReader};
 use parquet::column::reader::ColumnReaderImpl;
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
 use parquet::errors::ParquetError;
@@ -1248,19 +1248,15 @@ impl Scan<'_> {
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
         hits: &mut [bool],
     ) -> Result<Pages, SegmentError> {
-        let optional = group
-            .metadata()
-            .column(col.index())
-            .column_descr()
-            .max_def_level()
-            > 0;
+        if !pages_decodable(group, col) {
+            return Ok(Pages::Unknown);
+        }
+        let optional = is_optional(group, col);
         let null_hit = pred(None);
         let mut pages = group
             .get_column_page_reader(col.index())
             .map_err(|e| self.err(e))?;
         let mut dict: Vec<bool> = Vec::new();
-        let mut defs: Vec<u32> = Vec::new();
-        let mut indices: Vec<u32> = Vec::new();
         let mut row = 0usize;
         while let Some(next) = pages.peek_next_page().map_err(|e| self.err(e))? {
             if !next.is_dict
@@ -1274,113 +1270,42 @@ impl Scan<'_> {
             let Some(page) = pages.get_next_page().map_err(|e| self.err(e))? else {
                 break;
             };
-            let (n, encoding, levels, values) = match &page {
-                Page::DictionaryPage {
-                    buf, num_values, ..
-                } => {
+            match decode_bytes_page(page, optional).ok_or_else(|| self.corrupt(col, "page"))? {
+                BytesPage::Dictionary(entries) => {
                     dict.clear();
-                    let mut rest = &buf[..];
-                    for _ in 0..*num_values {
-                        let v = plain_bytes(&mut rest)
-                            .ok_or_else(|| self.corrupt(col, "dictionary"))?;
-                        dict.push(pred(Some(v)));
-                    }
-                    continue;
+                    dict.extend(entries.iter().map(|v| pred(Some(v))));
                 }
-                Page::DataPage {
-                    buf,
-                    num_values,
-                    encoding,
-                    def_level_encoding,
-                    ..
-                } => {
-                    if !optional {
-                        (*num_values as usize, *encoding, &buf[..0], &buf[..])
-                    } else if *def_level_encoding == Encoding::RLE && buf.len() >= 4 {
-                        let len =
-                            u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-                        let levels = buf
-                            .get(4..4 + len)
-                            .ok_or_else(|| self.corrupt(col, "levels"))?;
-                        (*num_values as usize, *encoding, levels, &buf[4 + len..])
-                    } else {
-                        return Ok(Pages::Unknown);
-                    }
-                }
-                Page::DataPageV2 {
-                    buf,
-                    num_values,
-                    encoding,
-                    def_levels_byte_len,
-                    rep_levels_byte_len,
-                    ..
-                } => {
-                    let start = *rep_levels_byte_len as usize;
-                    let end = start + *def_levels_byte_len as usize;
-                    let levels = buf
-                        .get(start..end)
-                        .ok_or_else(|| self.corrupt(col, "levels"))?;
-                    (*num_values as usize, *encoding, levels, &buf[end..])
-                }
-            };
-            defs.clear();
-            let present = if optional {
-                rle_decode(levels, 1, n, &mut defs).ok_or_else(|| self.corrupt(col, "levels"))?;
-                defs.iter().filter(|&&d| d == 1).count()
-            } else {
-                n
-            };
-            let page_hits = hits
-                .get_mut(row..row + n)
-                .ok_or_else(|| self.corrupt(col, "page rows"))?;
-            match encoding {
-                Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
-                    let (&width, data) = values.split_first().unwrap_or((&0, &[]));
-                    indices.clear();
-                    if present > 0 {
-                        rle_decode(data, width as usize, present, &mut indices)
-                            .ok_or_else(|| self.corrupt(col, "dictionary indices"))?;
-                    }
-                    let hit = |k: &u32| dict.get(*k as usize).copied();
-                    if optional {
-                        let mut k = indices.iter();
-                        for (h, &d) in page_hits.iter_mut().zip(&defs) {
-                            let v = if d == 1 {
-                                k.next()
-                                    .and_then(hit)
-                                    .ok_or_else(|| self.corrupt(col, "dictionary index"))?
-                            } else {
-                                null_hit
-                            };
-                            *h |= v;
+                BytesPage::Data(page) => {
+                    let n = page.rows.len();
+                    let page_hits = hits
+                        .get_mut(row..row + n)
+                        .ok_or_else(|| self.corrupt(col, "page rows"))?;
+                    match &page.plain {
+                        None => {
+                            for (h, &k) in page_hits.iter_mut().zip(&page.rows) {
+                                *h |= if k == NULL {
+                                    null_hit
+                                } else {
+                                    *dict
+                                        .get(k as usize)
+                                        .ok_or_else(|| self.corrupt(col, "dictionary index"))?
+                                };
+                            }
                         }
-                    } else {
-                        for (h, k) in page_hits.iter_mut().zip(&indices) {
-                            *h |= hit(k).ok_or_else(|| self.corrupt(col, "dictionary index"))?;
+                        Some(plain) => {
+                            for (h, &k) in page_hits.iter_mut().zip(&page.rows) {
+                                *h |= if k == NULL {
+                                    null_hit
+                                } else {
+                                    pred(plain.get(k as usize))
+                                };
+                            }
                         }
                     }
+                    row += n;
                 }
-                Encoding::PLAIN => {
-                    let mut rest = values;
-                    let mut d = defs.iter();
-                    for h in page_hits.iter_mut() {
-                        let v = if !optional || d.next() == Some(&1) {
-                            Some(
-                                plain_bytes(&mut rest)
-                                    .ok_or_else(|| self.corrupt(col, "values"))?,
-                            )
-                        } else {
-                            None
-                        };
-                        *h |= match v {
-                            Some(v) => pred(Some(v)),
-                            None => null_hit,
-                        };
-                    }
-                }
-                _ => return Ok(Pages::Unknown),
+                BytesPage::Unsupported => return Ok(Pages::Unknown),
             }
-            row += n;
         }
         Ok(Pages::Done)
     }
@@ -1396,9 +1321,13 @@ impl Scan<'_> {
         if selected.is_empty() {
             return Ok(());
         }
+        // Dense selections read string columns page by page, each dictionary entry
+        // converted once; sparse ones through the column reader, which skips the rows
+        // between without unpacking them (about 1 in 32 rows is where the two cost alike).
+        let dense = selected.len() * 32 >= group.metadata().num_rows() as usize;
         let mut cursors = Vec::with_capacity(Col::ALL.len());
         for col in Col::ALL {
-            cursors.push(AnyCursor::new(group, col).map_err(|e| self.err(e))?);
+            cursors.push(AnyCursor::new(group, col, dense).map_err(|e| self.err(e))?);
         }
         for batch in selected.chunks(BATCH) {
             let batch = &batch[..batch.len().min(self.limit)];
@@ -1496,6 +1425,22 @@ impl Scan<'_> {
                         }
                     })
                     .map_err(err)?;
+                }
+            }
+            AnyCursor::Pages(c) => {
+                let corrupt = |what| SegmentError::Corrupt {
+                    path: path.to_path_buf(),
+                    column: col.name(),
+                    what,
+                };
+                for (rec, &row) in recs.iter_mut().zip(batch) {
+                    let row = row as usize;
+                    let text = match c.value(row, &mut self.names, &corrupt, &err)? {
+                        Ok(v) if assign(rec, col, v.as_ref()) => continue,
+                        Ok(_) => "null".to_string(),
+                        Err(text) => format!("{text:?}"),
+                    };
+                    bad.get_or_insert((row, text));
                 }
             }
             AnyCursor::Bytes(c) => {
@@ -1608,17 +1553,17 @@ fn positions(mask: &[bool]) -> Vec<u32> {
         .collect()
 }
 
-/// One PLAIN byte array: a 4-byte little-endian length, then the bytes.
-fn plain_bytes<'b>(rest: &mut &'b [u8]) -> Option<&'b [u8]> {
-    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let v = rest.get(4..4 + len)?;
-    *rest = &rest[4 + len..];
-    Some(v)
+/// A run of Parquet's RLE/bit-packing hybrid encoding.
+enum Run<'v> {
+    /// One value, repeated.
+    Repeat(u32, usize),
+    /// Up to 8 values, unpacked.
+    Values(&'v [u32]),
 }
 
-/// Decodes `n` values of Parquet's RLE/bit-packing hybrid encoding (bit width `width`)
-/// into `out`. `None` if the data ends early or is malformed.
-fn rle_decode(mut data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Option<()> {
+/// Calls `f` with the runs of `n` values of Parquet's RLE/bit-packing hybrid encoding (bit
+/// width `width`). `None` if the data ends early or is malformed.
+fn rle_runs(mut data: &[u8], width: usize, n: usize, mut f: impl FnMut(Run)) -> Option<()> {
     if width > 32 {
         return None;
     }
@@ -1628,8 +1573,8 @@ fn rle_decode(mut data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Op
     } else {
         (1u64 << width) - 1
     };
-    let end = out.len() + n;
-    while out.len() < end {
+    let mut left = n;
+    while left > 0 {
         let mut header = 0u64;
         let mut shift = 0;
         loop {
@@ -1646,33 +1591,48 @@ fn rle_decode(mut data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Op
         }
         let count = usize::try_from(header >> 1).ok()?;
         if header & 1 == 1 {
-            // Bit-packed: `count` groups of 8 values, least significant bits first.
-            let len = count.checked_mul(width)?.min(data.len());
-            let (packed, rest) = data.split_at(len);
-            data = rest;
-            let take = (count * 8).min(end - out.len());
-            let (mut acc, mut bits, mut pos) = (0u64, 0usize, 0usize);
-            for _ in 0..take {
-                while bits < width {
-                    acc |= u64::from(*packed.get(pos)?) << bits;
-                    pos += 1;
-                    bits += 8;
+            // Bit-packed: `count` groups of 8 values, least significant bits first; each
+            // group is `width` bytes. A group is copied into a zeroed buffer so that every
+            // value is one unaligned 8-byte load and a shift.
+            for _ in 0..count {
+                if left == 0 {
+                    break;
                 }
-                out.push((acc & mask) as u32);
-                acc >>= width;
-                bits -= width;
+                let group = data.get(..width).unwrap_or(data);
+                data = &data[group.len()..];
+                let mut buf = [0u8; 40];
+                buf[..group.len()].copy_from_slice(group);
+                let mut values = [0u32; 8];
+                for (i, v) in values.iter_mut().enumerate() {
+                    let bit = i * width;
+                    let word =
+                        u64::from_le_bytes(buf[bit / 8..bit / 8 + 8].try_into().expect("8 bytes"));
+                    *v = ((word >> (bit % 8)) & mask) as u32;
+                }
+                let take = left.min(8);
+                f(Run::Values(&values[..take]));
+                left -= take;
             }
         } else {
             let (value, rest) = (data.get(..bytes)?, &data[bytes..]);
             data = rest;
             let mut word = [0u8; 4];
             word[..bytes].copy_from_slice(value);
-            let value = u32::from_le_bytes(word);
-            let take = count.min(end - out.len());
-            out.extend(std::iter::repeat_n(value, take));
+            let take = count.min(left);
+            f(Run::Repeat(u32::from_le_bytes(word), take));
+            left -= take;
         }
     }
     Some(())
+}
+
+/// Decodes `n` values of the RLE/bit-packing hybrid encoding into `out`.
+fn rle_decode(data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Option<()> {
+    out.reserve(n);
+    rle_runs(data, width, n, |run| match run {
+        Run::Repeat(v, count) => out.extend(std::iter::repeat_n(v, count)),
+        Run::Values(vs) => out.extend_from_slice(vs),
+    })
 }
 
 /// One column of one row group, read forward.
@@ -1744,14 +1704,332 @@ impl<T: DataType> Cursor<T> {
     }
 }
 
+fn is_optional(group: &dyn RowGroupReader, col: Col) -> bool {
+    group
+        .metadata()
+        .column(col.index())
+        .column_descr()
+        .max_def_level()
+        > 0
+}
+
+/// Whether `decode_bytes_page` reads every page of the column chunk: the encodings sekisho
+/// writes (dictionary, its plain fallback, RLE levels). Anything else goes through the
+/// column reader.
+fn pages_decodable(group: &dyn RowGroupReader, col: Col) -> bool {
+    group.metadata().column(col.index()).encodings().all(|e| {
+        matches!(
+            e,
+            Encoding::PLAIN | Encoding::RLE | Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY
+        )
+    })
+}
+
+/// The values of a PLAIN byte-array page (or dictionary page), as ranges of its buffer.
+struct PlainValues {
+    page: Page,
+    ranges: Vec<Range<usize>>,
+}
+
+impl PlainValues {
+    /// `count` values from byte `at` of the page's buffer.
+    fn parse(page: Page, at: usize, count: usize) -> Option<PlainValues> {
+        let buf = &page.buffer()[..];
+        let mut ranges = Vec::with_capacity(count);
+        let mut at = at;
+        for _ in 0..count {
+            let len = u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize;
+            let end = at + 4 + len;
+            if end > buf.len() {
+                return None;
+            }
+            ranges.push(at + 4..end);
+            at = end;
+        }
+        Some(PlainValues { page, ranges })
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        self.ranges.get(i).map(|r| &self.page.buffer()[r.clone()])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.ranges.iter().map(|r| &self.page.buffer()[r.clone()])
+    }
+}
+
+/// A data page of a byte-array column, one slot per row: the index of its value in the
+/// chunk's dictionary, or in the page's own `plain` values; `NULL` for a null.
+struct DataValues {
+    rows: Vec<u32>,
+    plain: Option<PlainValues>,
+}
+
+/// The slot of a null in `DataValues::rows`.
+const NULL: u32 = u32::MAX;
+
+enum BytesPage {
+    Dictionary(PlainValues),
+    Data(DataValues),
+    /// An encoding `decode_bytes_page` does not read.
+    Unsupported,
+}
+
+/// Decodes a page of a byte-array column (`None` when it is malformed): definition levels
+/// and dictionary indices are unpacked, values are not converted.
+fn decode_bytes_page(page: Page, optional: bool) -> Option<BytesPage> {
+    let (n, encoding, levels, values) = match &page {
+        Page::DictionaryPage { num_values, .. } => {
+            let count = *num_values as usize;
+            return PlainValues::parse(page, 0, count).map(BytesPage::Dictionary);
+        }
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            ..
+        } => {
+            if !optional {
+                (*num_values as usize, *encoding, 0..0, 0)
+            } else if *def_level_encoding == Encoding::RLE {
+                let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+                (*num_values as usize, *encoding, 4..4 + len, 4 + len)
+            } else {
+                return Some(BytesPage::Unsupported);
+            }
+        }
+        Page::DataPageV2 {
+            num_values,
+            encoding,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            ..
+        } => {
+            let start = *rep_levels_byte_len as usize;
+            let end = start + *def_levels_byte_len as usize;
+            (*num_values as usize, *encoding, start..end, end)
+        }
+    };
+    let buf = &page.buffer()[..];
+    let levels = buf.get(levels)?;
+    let present = if optional {
+        let mut present = 0;
+        rle_runs(levels, 1, n, |run| match run {
+            Run::Repeat(d, count) => present += if d == 1 { count } else { 0 },
+            Run::Values(ds) => present += ds.iter().filter(|&&d| d == 1).count(),
+        })?;
+        present
+    } else {
+        n
+    };
+    let (indices, plain) = match encoding {
+        Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
+            let mut indices = Vec::new();
+            if present > 0 {
+                let (&width, data) = buf.get(values..)?.split_first()?;
+                rle_decode(data, width as usize, present, &mut indices)?;
+            }
+            (indices, None)
+        }
+        Encoding::PLAIN => ((0..present as u32).collect(), None),
+        _ => return Some(BytesPage::Unsupported),
+    };
+    if indices.len() != present || indices.contains(&NULL) {
+        return None;
+    }
+    let rows = if optional {
+        let mut rows = Vec::with_capacity(n);
+        let mut k = 0;
+        rle_runs(levels, 1, n, |run| match run {
+            Run::Repeat(1, count) => {
+                rows.extend_from_slice(&indices[k..k + count]);
+                k += count;
+            }
+            Run::Repeat(_, count) => rows.extend(std::iter::repeat_n(NULL, count)),
+            Run::Values(ds) => {
+                for &d in ds {
+                    if d == 1 {
+                        rows.push(indices[k]);
+                        k += 1;
+                    } else {
+                        rows.push(NULL);
+                    }
+                }
+            }
+        })?;
+        rows
+    } else {
+        indices
+    };
+    let plain = match (encoding, plain) {
+        (Encoding::PLAIN, _) => Some(PlainValues::parse(page, values, present)?),
+        (_, plain) => plain,
+    };
+    Some(BytesPage::Data(DataValues { rows, plain }))
+}
+
+/// A value of a byte-array column, converted from its text once per dictionary entry.
+#[derive(Clone)]
+enum Val {
+    Event(Event),
+    Verdict(Verdict),
+    Reason(u8),
+    Close(Close),
+    Addr(IpAddr),
+    Name(Arc<str>),
+}
+
+fn convert(col: Col, bytes: &[u8], names: &mut Interner) -> Option<Val> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    Some(match col {
+        Col::Event => Val::Event(Event::from_name(text)?),
+        Col::Verdict => Val::Verdict(Verdict::from_name(text)?),
+        Col::Reason => Val::Reason(reason_code(text)?),
+        Col::Close => Val::Close(Close::from_name(text)?),
+        Col::Src | Col::Dst => Val::Addr(text.parse().ok()?),
+        _ => Val::Name(names.get(bytes)?),
+    })
+}
+
+/// Stores a byte-array column's value (`None`: null) in its field; `false` when the
+/// column may not hold it.
+fn assign(rec: &mut Record, col: Col, val: Option<&Val>) -> bool {
+    match (col, val) {
+        (Col::Event, Some(Val::Event(e))) => rec.event = *e,
+        (Col::Verdict, Some(Val::Verdict(v))) => rec.verdict = *v,
+        (Col::Reason, Some(Val::Reason(r))) => rec.reason = *r,
+        (Col::Close, Some(Val::Close(c))) => rec.close = Some(*c),
+        (Col::Src, Some(Val::Addr(a))) => rec.src = Some(*a),
+        (Col::Dst, Some(Val::Addr(a))) => rec.dst = Some(*a),
+        (Col::Event | Col::Verdict | Col::Reason, _) => return false,
+        (_, None) => {}
+        (col, Some(Val::Name(n))) => {
+            let field = match col {
+                Col::RuleName => &mut rec.rule_name,
+                Col::Interface => &mut rec.interface,
+                Col::SrcAsset => &mut rec.src_asset,
+                Col::SrcRole => &mut rec.src_role,
+                Col::SrcPeer => &mut rec.src_peer,
+                Col::DstAsset => &mut rec.dst_asset,
+                Col::DstRole => &mut rec.dst_role,
+                Col::DstPeer => &mut rec.dst_peer,
+                _ => return false,
+            };
+            *field = Some(n.clone());
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// A byte-array column of one row group read forward page by page, each dictionary entry
+/// converted once: no value is built per row but the record's own.
+struct ByteCursor {
+    col: Col,
+    optional: bool,
+    pages: Box<dyn PageReader>,
+    /// The dictionary, converted; the text where it is not a valid value.
+    dict: Vec<Result<Val, String>>,
+    page: DataValues,
+    /// The rows of `page`.
+    start: usize,
+    end: usize,
+}
+
+impl ByteCursor {
+    fn new(group: &dyn RowGroupReader, col: Col) -> Result<ByteCursor, ParquetError> {
+        Ok(ByteCursor {
+            col,
+            optional: is_optional(group, col),
+            pages: group.get_column_page_reader(col.index())?,
+            dict: Vec::new(),
+            page: DataValues {
+                rows: Vec::new(),
+                plain: None,
+            },
+            start: 0,
+            end: 0,
+        })
+    }
+
+    /// The value at `row` (at or after the rows asked for before): `Ok(None)` for a null,
+    /// `Err(text)` for text the column may not hold.
+    fn value(
+        &mut self,
+        row: usize,
+        names: &mut Interner,
+        corrupt: &dyn Fn(&'static str) -> SegmentError,
+        err: &dyn Fn(ParquetError) -> SegmentError,
+    ) -> Result<Result<Option<Val>, String>, SegmentError> {
+        while row >= self.end {
+            let next = self
+                .pages
+                .peek_next_page()
+                .map_err(err)?
+                .ok_or_else(|| corrupt("rows"))?;
+            if !next.is_dict
+                && let Some(n) = next.num_rows
+                && row >= self.end + n
+            {
+                self.pages.skip_next_page().map_err(err)?;
+                self.end += n;
+                continue;
+            }
+            let page = self
+                .pages
+                .get_next_page()
+                .map_err(err)?
+                .ok_or_else(|| corrupt("rows"))?;
+            match decode_bytes_page(page, self.optional).ok_or_else(|| corrupt("page"))? {
+                BytesPage::Dictionary(entries) => {
+                    self.dict = entries
+                        .iter()
+                        .map(|v| {
+                            convert(self.col, v, names)
+                                .ok_or_else(|| String::from_utf8_lossy(v).into_owned())
+                        })
+                        .collect();
+                }
+                BytesPage::Data(page) => {
+                    self.start = self.end;
+                    self.end += page.rows.len();
+                    self.page = page;
+                }
+                BytesPage::Unsupported => return Err(corrupt("page encoding")),
+            }
+        }
+        let slot = self
+            .page
+            .rows
+            .get(row - self.start)
+            .ok_or_else(|| corrupt("rows"))?;
+        Ok(match (*slot, &self.page.plain) {
+            (NULL, _) => Ok(None),
+            (k, None) => match self.dict.get(k as usize) {
+                Some(Ok(v)) => Ok(Some(v.clone())),
+                Some(Err(text)) => Err(text.clone()),
+                None => return Err(corrupt("dictionary index")),
+            },
+            (k, Some(plain)) => {
+                let v = plain.get(k as usize).ok_or_else(|| corrupt("values"))?;
+                convert(self.col, v, names)
+                    .map(Some)
+                    .ok_or_else(|| String::from_utf8_lossy(v).into_owned())
+            }
+        })
+    }
+}
+
 enum AnyCursor {
     I32(Cursor<Int32Type>),
     I64(Cursor<Int64Type>),
+    Pages(ByteCursor),
     Bytes(Cursor<ByteArrayType>),
 }
 
 impl AnyCursor {
-    fn new(group: &dyn RowGroupReader, col: Col) -> Result<AnyCursor, ParquetError> {
+    fn new(group: &dyn RowGroupReader, col: Col, dense: bool) -> Result<AnyCursor, ParquetError> {
         Ok(match col {
             Col::First
             | Col::Last
@@ -1762,6 +2040,9 @@ impl AnyCursor {
             | Col::Lost => AnyCursor::I64(Cursor::new(group, col)?),
             Col::Generation | Col::Rule | Col::Proto | Col::Sport | Col::Dport | Col::TcpFlags => {
                 AnyCursor::I32(Cursor::new(group, col)?)
+            }
+            _ if dense && pages_decodable(group, col) => {
+                AnyCursor::Pages(ByteCursor::new(group, col)?)
             }
             _ => AnyCursor::Bytes(Cursor::new(group, col)?),
         })
@@ -2230,6 +2511,55 @@ mod tests {
             assert_eq!(got.iter().collect::<Vec<_>>(), want, "{f:?}");
             assert_eq!(stats.records_matched, want.len() as u64, "{f:?}");
             assert_eq!(stats.row_groups_total, 7, "{f:?}");
+        }
+    }
+
+    /// So many distinct addresses that the writer falls back from the dictionary to plain
+    /// pages: both kinds are read, filtered and decoded.
+    #[test]
+    fn plain_pages_after_the_dictionary_read_back() {
+        let tmp = TempDir::new("segment-plain");
+        let path = tmp.join("s.parquet");
+        let mut recs = synthetic(40_000, 13);
+        for (i, r) in recs.iter_mut().enumerate() {
+            if r.src_peer.is_none() && r.src_asset.is_none() {
+                let i = i as u16;
+                r.src = Some(IpAddr::from([0x2001, 0x0db8, 0, 0, 0, 0, 1, i]));
+            }
+            r.rule_name = Some(Arc::from(format!(
+                "a rule with a rather long name, number {i}"
+            )));
+        }
+        write(&path, &mut recs).expect("write");
+        let reader = open(&path).expect("open");
+        let encodings: Vec<Encoding> = reader
+            .metadata()
+            .row_group(0)
+            .column(Col::RuleName.index())
+            .encodings()
+            .collect();
+        assert!(encodings.contains(&Encoding::PLAIN), "{encodings:?}");
+        assert_eq!(read_all(&path).expect("read"), recs);
+        for f in [
+            Filter {
+                addr: Some("2001:db8::/32".parse().expect("net")),
+                ..Filter::default()
+            },
+            Filter {
+                addr: Some("2001:db8::1:0/112".parse().expect("net")),
+                role: Some("cs".into()),
+                ..Filter::default()
+            },
+        ] {
+            let want: Vec<&Record> = recs.iter().filter(|r| f.matches(r)).collect();
+            assert!(!want.is_empty(), "{f:?}");
+            let mut got = Vec::new();
+            read(&path, &f, &mut |r| {
+                got.push(r);
+                true
+            })
+            .expect("read");
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "{f:?}");
         }
     }
 
