@@ -172,6 +172,8 @@ pub struct Datapath {
     accounts: PerCpuArray<MapData, Counter>,
     /// The traffic history's maps, until the recorder takes them.
     flow_maps: Option<crate::history::recorder::FlowMaps>,
+    /// A generation switch happened and no grace period has passed since.
+    unsettled: bool,
     attached: Vec<(String, Side)>,
     pin_dir: Option<PathBuf>,
 }
@@ -207,6 +209,18 @@ fn link_pin(dir: &Path, interface: &str, side: Side) -> PathBuf {
 
 fn program_pin(dir: &Path, side: Side) -> PathBuf {
     dir.join(format!("prog_{}", side.as_str()))
+}
+
+/// Waits for an RCU grace period: every eBPF program run that began before this call has
+/// ended. `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()` in the kernel; where
+/// it is refused (`nohz_full` kernels), a pause far longer than any program run.
+fn wait_for_readers() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if r != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Removes everything pinned under `dir` (links first, so the programs come off the
@@ -346,6 +360,7 @@ impl Datapath {
             local,
             accounts,
             flow_maps: Some(flow_maps),
+            unsettled: true,
             attached: Vec::new(),
             pin_dir: pin_dir.map(Path::to_owned),
         })
@@ -469,6 +484,16 @@ impl Datapath {
         self.state.get(&0, 0).map_err(map_err(names::STATE, "read"))
     }
 
+    /// Waits, if a switch happened since the last wait, until no program run can still be
+    /// reading the slot the switch left (see [`Datapath::apply_after`]). The daemon calls
+    /// it between requests, so that a cut-off rarely has to.
+    pub fn settle(&mut self) {
+        if self.unsettled {
+            wait_for_readers();
+            self.unsettled = false;
+        }
+    }
+
     /// The flow tables, ring buffer and lost-event counter, for the traffic history's
     /// recorder (which reads them on its own thread). `None` once taken.
     pub fn take_flow_maps(&mut self) -> Option<crate::history::recorder::FlowMaps> {
@@ -552,6 +577,11 @@ impl Datapath {
             generation += 1;
         }
         let slot = (generation % SLOTS) as u8;
+        // A packet that read the previous generation may still be deciding with this slot
+        // (a program can be preempted mid-run under a loaded, preemptible kernel). The
+        // programs run inside RCU read-side sections, so one grace period after the last
+        // switch guarantees that none is left before the slot is rewritten.
+        self.settle();
         self.clear_slot(slot)?;
         self.settings
             .set(
@@ -611,6 +641,7 @@ impl Datapath {
                 0,
             )
             .map_err(map_err(names::STATE, "write"))?;
+        self.unsettled = true;
         info!(
             generation,
             slot,

@@ -526,6 +526,9 @@ impl Daemon {
 
     /// Compares both layers with what they should be and puts back what was changed.
     pub fn repair_drift(&mut self) {
+        // Between requests: the grace period after the last switch, so that the next
+        // switch (a cut-off) does not wait for it.
+        self.datapath.settle();
         // Addresses come and go (DHCP on a management port, an operator's change).
         if let Err(e) = self.datapath.set_local_addresses(&local_addresses()) {
             error!(error = %e, "cannot update the gateway's own addresses");
