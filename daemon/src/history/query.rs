@@ -189,20 +189,6 @@ fn live(entries: &[Entry]) -> Vec<&Entry> {
     live.into_iter().flatten().collect()
 }
 
-/// The segment name a WAL hour is sealed under (`segments/YYYY/MM/DD/HH`, UTC), as the
-/// store names it.
-fn hour_stem(hour: i64) -> Option<String> {
-    let t = Timestamp::from_second(hour).ok()?.to_zoned(TimeZone::UTC);
-    Some(format!(
-        "{}/{:04}/{:02}/{:02}/{:02}",
-        manifest::SEGMENTS_DIR,
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour()
-    ))
-}
-
 /// Calls `out` with every record `filter` matches: sealed segments in manifest order, then
 /// the write-ahead log; within a file in time order. Stops when `out` returns `false` or
 /// `filter.limit` records were given.
@@ -245,7 +231,7 @@ pub fn query(
         };
         let mut records = contents.records;
         // Sealed, but the store stopped before deleting the WAL: the segment has them.
-        let stem = hour_stem(hour);
+        let stem = crate::history::store::segment_stem(hour);
         let sealed = live(&entries).into_iter().any(|e| {
             e.records == records.len() as u64
                 && stem.as_deref().is_some_and(|stem| {
@@ -840,7 +826,10 @@ mod tests {
                 continue;
             }
             let hour = START / 1_000_000 + i as i64 * hours * 3600;
-            let rel = format!("{}.parquet", hour_stem(hour).expect("stem"));
+            let rel = format!(
+                "{}.parquet",
+                crate::history::store::segment_stem(hour).expect("stem")
+            );
             recs.sort_by_key(|r| (r.first_us, r.last_us));
             all.extend(recs.iter().cloned());
             seal(root, &rel, recs);
@@ -907,7 +896,10 @@ mod tests {
         let hour = START / 1_000_000;
         seal(
             root,
-            &format!("{}.parquet", hour_stem(hour).expect("stem")),
+            &format!(
+                "{}.parquet",
+                crate::history::store::segment_stem(hour).expect("stem")
+            ),
             vec![
                 record(START + 2, "a", Verdict::Allow),
                 record(START + 1, "b", Verdict::Deny),
@@ -974,7 +966,10 @@ mod tests {
         w.flush_and_sync().expect("sync");
         seal(
             root,
-            &format!("{}.parquet", hour_stem(hour).expect("stem")),
+            &format!(
+                "{}.parquet",
+                crate::history::store::segment_stem(hour).expect("stem")
+            ),
             recs.clone(),
         );
         let (got, stats) = collect(root, &Filter::default());
@@ -990,10 +985,16 @@ mod tests {
         let hour = START / 1_000_000;
         let old = seal(
             root,
-            &format!("{}.parquet", hour_stem(hour).expect("stem")),
+            &format!(
+                "{}.parquet",
+                crate::history::store::segment_stem(hour).expect("stem")
+            ),
             vec![record(START, "a", Verdict::Allow)],
         );
-        let rel = format!("{}.parquet", hour_stem(hour + 3600).expect("stem"));
+        let rel = format!(
+            "{}.parquet",
+            crate::history::store::segment_stem(hour + 3600).expect("stem")
+        );
         seal(root, &rel, vec![record(START + HOUR, "b", Verdict::Allow)]);
         manifest::append(root, old.removal(START + 2 * HOUR, "retention 7y".into()))
             .expect("removal");

@@ -16,8 +16,8 @@ use std::time::Duration;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
 use sekisho_common::{
-    DeniedValue, EVENT_ALLOW, EVENT_CUT, EVENT_DENY, FlowEvent, FlowKey, FlowKey4, FlowValue,
-    Reason, VERDICT_MONITOR, proto,
+    Counter, DeniedValue, EVENT_ALLOW, EVENT_CUT, EVENT_DENY, FlowEvent, FlowKey, FlowKey4,
+    FlowValue, Reason, VERDICT_MONITOR, proto,
 };
 
 use super::record::{Close, Event, Record, Verdict};
@@ -269,15 +269,34 @@ pub fn event_record(names: &Names, clock: &ClockMap, e: &FlowEvent) -> Record {
         e.sport,
         e.dport,
     );
-    r.first_us = clock.to_us(e.first_ns);
-    r.last_us = clock.to_us(e.last_ns).max(r.first_us);
-    r.packets_fwd = e.fwd.packets;
-    r.bytes_fwd = e.fwd.bytes;
-    r.packets_rev = e.rev.packets;
-    r.bytes_rev = e.rev.bytes;
-    r.tcp_flags = e.tcp_flags;
+    set_counts(
+        &mut r,
+        clock,
+        (e.first_ns, e.last_ns),
+        e.fwd,
+        e.rev,
+        e.tcp_flags,
+    );
     r.close = close;
     r
+}
+
+/// A flow's times (kernel clock) and counts, into its record.
+fn set_counts(
+    r: &mut Record,
+    clock: &ClockMap,
+    (first_ns, last_ns): (u64, u64),
+    fwd: Counter,
+    rev: Counter,
+    tcp_flags: u8,
+) {
+    r.first_us = clock.to_us(first_ns);
+    r.last_us = clock.to_us(last_ns).max(r.first_us);
+    r.packets_fwd = fwd.packets;
+    r.bytes_fwd = fwd.bytes;
+    r.packets_rev = rev.packets;
+    r.bytes_rev = rev.bytes;
+    r.tcp_flags = tcp_flags;
 }
 
 /// Both flow tables' keys in one form.
@@ -314,13 +333,14 @@ fn end_record(
         key.sport,
         key.dport,
     );
-    r.first_us = clock.to_us(v.first_ns);
-    r.last_us = clock.to_us(v.last_ns).max(r.first_us);
-    r.packets_fwd = v.fwd.packets;
-    r.bytes_fwd = v.fwd.bytes;
-    r.packets_rev = v.rev.packets;
-    r.bytes_rev = v.rev.bytes;
-    r.tcp_flags = v.tcp_flags;
+    set_counts(
+        &mut r,
+        clock,
+        (v.first_ns, v.last_ns),
+        v.fwd,
+        v.rev,
+        v.tcp_flags,
+    );
     r.close = Some(close);
     r
 }
@@ -568,11 +588,18 @@ impl Recorder {
                 key.sport,
                 key.dport,
             );
-            r.first_us = clock.to_us(d.first_ns);
-            r.last_us = clock.to_us(d.last_ns).max(r.first_us);
-            r.packets_fwd = d.packets;
-            r.bytes_fwd = d.bytes;
-            r.tcp_flags = d.tcp_flags;
+            let fwd = Counter {
+                packets: d.packets,
+                bytes: d.bytes,
+            };
+            set_counts(
+                &mut r,
+                &clock,
+                (d.first_ns, d.last_ns),
+                fwd,
+                Counter::default(),
+                d.tcp_flags,
+            );
             r.close = Some(Close::Idle);
             out(r);
             stats.denied_ended += 1;

@@ -573,8 +573,9 @@ fn format_us(us: i64) -> String {
     Timestamp::from_microsecond(us).map_or_else(|_| format!("{us} µs"), |t| t.to_string())
 }
 
-/// `segments/YYYY/MM/DD/HH` of the UTC hour starting at `hour` (Unix seconds).
-fn segment_stem(hour: i64) -> Option<String> {
+/// `segments/YYYY/MM/DD/HH` of the UTC hour starting at `hour` (Unix seconds): where the
+/// log of that hour is sealed.
+pub fn segment_stem(hour: i64) -> Option<String> {
     let t = Timestamp::from_second(hour).ok()?.to_zoned(TimeZone::UTC);
     Some(format!(
         "{}/{:04}/{:02}/{:02}/{:02}",
