@@ -180,10 +180,12 @@ fn render(rows: &[Row]) -> String {
          100,000 rules cost less than 1.2× of 10 rules. Lookups are keyed (hash and LPM \
          trie), never a loop over rules, so the cost stays flat while a linear chain would \
          grow with the rule count. The established path is the IPv4 fast path (one bounds \
-         check, one 16-byte flow-key lookup); the denied first packet also pays for the \
-         full parse, the flow-table misses, the endpoint and rule lookups and the per-source \
-         violation count the automatic triggers read. Figures vary by a few ns from run to \
-         run; compare the ratios."
+         check, one 16-byte flow-key lookup, the flow's packet and byte counts for the \
+         traffic history); the denied first packet also pays for the full parse, the \
+         flow-table misses, the endpoint and rule lookups, the per-source violation count \
+         the automatic triggers read, and the denied flow's entry and ring-buffer event for \
+         the traffic history. Figures vary by a few ns from run to run (more on a shared \
+         machine); compare the ratios."
     );
     s
 }
