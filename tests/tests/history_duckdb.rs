@@ -12,7 +12,6 @@ use std::process::Command;
 
 use sekisho::history::Record;
 use sekisho::history::manifest;
-use sekisho::history::manifest::EntryKind;
 use sekisho::history::manifest::NewEntry;
 use sekisho::history::query;
 use sekisho::history::query::ExportFormat;
@@ -120,20 +119,7 @@ fn history(root: &Path, start: i64) -> Vec<PathBuf> {
         let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
         manifest::append(
             root,
-            NewEntry {
-                kind: EntryKind::Sealed,
-                path: rel,
-                records: info.records,
-                bytes,
-                min_first_us: info.min_first_us,
-                max_last_us: info.max_last_us,
-                min_last_us: info.min_last_us,
-                max_first_us: info.max_first_us,
-                sha256,
-                sealed_at_us: info.max_last_us,
-                removes: None,
-                reason: None,
-            },
+            NewEntry::sealed(rel, &info, sha256, bytes, info.max_last_us),
         )
         .expect("manifest entry");
         paths.push(path);

@@ -117,6 +117,33 @@ pub struct NewEntry {
     pub reason: Option<String>,
 }
 
+impl NewEntry {
+    /// The entry of a segment just written at `path` (relative to the root): its
+    /// statistics, size and hash.
+    pub fn sealed(
+        path: String,
+        info: &crate::history::segment::SegmentInfo,
+        sha256: String,
+        bytes: u64,
+        sealed_at_us: i64,
+    ) -> NewEntry {
+        NewEntry {
+            kind: EntryKind::Sealed,
+            path,
+            records: info.records,
+            bytes,
+            min_first_us: info.min_first_us,
+            max_last_us: info.max_last_us,
+            min_last_us: info.min_last_us,
+            max_first_us: info.max_first_us,
+            sha256,
+            sealed_at_us,
+            removes: None,
+            reason: None,
+        }
+    }
+}
+
 /// One line of the manifest. A `removed` entry repeats the removed segment's path, counts,
 /// times and hash, so that it says on its own what went.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -781,20 +781,7 @@ mod tests {
         let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
         manifest::append(
             root,
-            NewEntry {
-                kind: EntryKind::Sealed,
-                path: rel.to_string(),
-                records: info.records,
-                bytes,
-                min_first_us: info.min_first_us,
-                max_last_us: info.max_last_us,
-                min_last_us: info.min_last_us,
-                max_first_us: info.max_first_us,
-                sha256,
-                sealed_at_us: info.max_last_us,
-                removes: None,
-                reason: None,
-            },
+            NewEntry::sealed(rel.to_string(), &info, sha256, bytes, info.max_last_us),
         )
         .expect("manifest")
     }

@@ -695,23 +695,7 @@ fn seal(root: &Path, hour: i64, wal_path: &Path, now: i64) -> Result<Option<Entr
     std::fs::rename(&tmp, &path)
         .and_then(|()| manifest::sync_dir(dir))
         .map_err(io("move segment into place"))?;
-    let entry = manifest::append(
-        root,
-        NewEntry {
-            kind: EntryKind::Sealed,
-            path: rel,
-            records: info.records,
-            bytes,
-            min_first_us: info.min_first_us,
-            max_last_us: info.max_last_us,
-            min_last_us: info.min_last_us,
-            max_first_us: info.max_first_us,
-            sha256,
-            sealed_at_us: now,
-            removes: None,
-            reason: None,
-        },
-    )?;
+    let entry = manifest::append(root, NewEntry::sealed(rel, &info, sha256, bytes, now))?;
     remove_wal(wal_path, wal_dir)?;
     Ok(Some(entry))
 }

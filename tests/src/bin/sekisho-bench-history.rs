@@ -26,10 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use aya::programs::{TestRun as _, TestRunOptions};
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use sekisho::config::Config;
 use sekisho::datapath::{Datapath, Side};
-use sekisho::history::manifest::{self, EntryKind, NewEntry};
+use sekisho::history::manifest::{self, NewEntry};
 use sekisho::history::query::{self, Filter};
 use sekisho::history::recorder::{self, ClockMap, Names, Recorder, Timeouts};
 use sekisho::history::segment;
@@ -556,17 +555,11 @@ fn dataset_mark() -> String {
     )
 }
 
-/// `segments/YYYY/MM/DD/HH.parquet` of the UTC hour starting at `us`.
+/// The segment path of the hour starting at `us`, as the store names it.
 fn segment_rel(us: i64) -> anyhow::Result<String> {
-    let t = Timestamp::from_microsecond(us)?.to_zoned(TimeZone::UTC);
-    Ok(format!(
-        "{}/{:04}/{:02}/{:02}/{:02}.parquet",
-        manifest::SEGMENTS_DIR,
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour()
-    ))
+    let stem = sekisho::history::store::segment_stem(us.div_euclid(1_000_000))
+        .context("hour out of range")?;
+    Ok(format!("{stem}.parquet"))
 }
 
 /// Hour `h` of the history: `synthetic` traffic (its own seed) moved to that hour.
@@ -648,20 +641,13 @@ fn dataset_hour(root: &Path, h: usize) -> anyhow::Result<NewEntry> {
     std::fs::create_dir_all(path.parent().context("segment directory")?)?;
     let info = segment::write(&path, &mut records)?;
     let (sha256, bytes) = manifest::file_sha256(&path)?;
-    Ok(NewEntry {
-        kind: EntryKind::Sealed,
-        path: rel,
-        records: info.records,
-        bytes,
-        min_first_us: info.min_first_us,
-        max_last_us: info.max_last_us,
-        min_last_us: info.min_last_us,
-        max_first_us: info.max_first_us,
+    Ok(NewEntry::sealed(
+        rel,
+        &info,
         sha256,
-        sealed_at_us: hour_us + HOUR_US,
-        removes: None,
-        reason: None,
-    })
+        bytes,
+        hour_us + HOUR_US,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
