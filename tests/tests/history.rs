@@ -511,3 +511,45 @@ fn r6_ended_flows_are_exported_in_ipfix_to_the_configured_collector() {
         "{status}"
     );
 }
+
+#[test]
+fn r9_a_cut_off_is_reported_only_with_the_traffic_before_it_on_disk() {
+    let (topo, mut daemon) = demo_with(|t| t);
+    let _cs = TcpServer::start(&topo, Host::Cs, 443).unwrap();
+    // A connection, then at once an isolation; the daemon dies right after reporting it.
+    let port = topo.in_ns(Host::Term2, || {
+        let c = TcpStream::connect_timeout(&addr(Host::Cs, 443), Duration::from_secs(1))
+            .expect("connect");
+        c.local_addr().unwrap().port()
+    });
+    let out = daemon
+        .ctl(&[
+            "isolate",
+            "asset:term-01",
+            "--reason",
+            "訓練",
+            "--emergency",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.kill9().unwrap();
+    // Read straight from disk, without a daemon: the WAL as the killed daemon left it.
+    let out = std::process::Command::new(sekisho_testbed::daemon::bin("sekishoctl"))
+        .args([
+            "history", "query", "--format", "jsonl", "--asset", "term-02", "--dir",
+        ])
+        .arg(daemon.dir().join("state/history"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| n(&r, "sport") == u64::from(port)),
+        "the connection made just before the cut-off is on disk: {text}"
+    );
+}
