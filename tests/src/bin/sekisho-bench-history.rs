@@ -70,6 +70,8 @@ struct Options {
     out: Option<PathBuf>,
     dir: PathBuf,
     keep: bool,
+    /// `ingest` or `query`: one part alone, its figures printed briefly (for work on it).
+    only: Option<String>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -77,6 +79,7 @@ fn options() -> anyhow::Result<Options> {
         out: None,
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-history"),
         keep: false,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -84,7 +87,13 @@ fn options() -> anyhow::Result<Options> {
             "--out" => o.out = Some(args.next().context("--out FILE")?.into()),
             "--dir" => o.dir = args.next().context("--dir DIR")?.into(),
             "--keep" => o.keep = true,
-            other => bail!("unknown argument {other:?} (--out FILE, --dir DIR, --keep)"),
+            "--only" => match args.next().as_deref() {
+                Some(part @ ("ingest" | "query")) => o.only = Some(part.to_owned()),
+                _ => bail!("--only ingest|query"),
+            },
+            other => bail!(
+                "unknown argument {other:?} (--out FILE, --dir DIR, --keep, --only ingest|query)"
+            ),
         }
     }
     Ok(o)
@@ -118,6 +127,40 @@ fn main() -> anyhow::Result<()> {
         keep: false,
     };
     std::fs::create_dir_all(&work)?;
+
+    match o.only.as_deref() {
+        Some("ingest") => {
+            let i = ingest(&work)?;
+            println!(
+                "ingest: {:.0} records/s ({} records, {:.2} s, sealing {:.2} s, syncing {:.2} s), \
+                 {:.2} bytes/record; raw write {:.0} records/s",
+                i.rate(),
+                i.records,
+                i.seconds,
+                i.seal_seconds,
+                i.sync_seconds,
+                i.bytes_per_record(),
+                i.baseline_rate()
+            );
+            return Ok(());
+        }
+        Some(_) => {
+            dataset(&dataset_root)?;
+            for asset in QUERY_ASSETS {
+                let q = compare_query(&dataset_root, asset)?;
+                println!(
+                    "{asset}: {} records; sekisho {:.1} ms; DuckDB all files {:.1} ms, \
+                     every column {:.1} ms",
+                    q.sekisho.count,
+                    q.sekisho.median * 1e3,
+                    q.duckdb_all.median * 1e3,
+                    q.duckdb_columns.median * 1e3
+                );
+            }
+            return Ok(());
+        }
+        None => {}
+    }
 
     let ingest = ingest(&work)?;
     let ring = match ring_drain(&work) {
