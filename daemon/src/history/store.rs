@@ -14,6 +14,12 @@
 //! - A record is durable once [`History::sync`] returns `Ok`. A failed write or sync cuts
 //!   the log back to its last sync, so what is unknown is counted as lost rather than
 //!   guessed (after a failed fdatasync the kernel may have dropped the pages).
+//! - The hour being written is also encoded into its segment as records come
+//!   (`wal/<hour>.segment.partial`, a row group at a time), so that sealing need not read
+//!   the hour back. The partial segment is used only if it holds exactly what the WAL
+//!   holds: its WAL file was created empty by this process and no write to it failed.
+//!   Otherwise (a restart within the hour, a failed write, a crash) it is deleted and the
+//!   hour is sealed from the WAL.
 //! - A WAL hour is sealed only once it is over, and deleted only after its segment is in
 //!   the manifest. Every step of sealing can be interrupted: the WAL is the truth until
 //!   the manifest lists the segment, so a segment file the manifest does not list is
@@ -171,6 +177,9 @@ pub struct History {
     clock: Box<dyn Clock>,
     _lock: Flock<File>,
     writer: Option<WalWriter>,
+    /// Segments of the hours being written (the current one, and a finished one until it
+    /// is sealed), each holding what its WAL file holds.
+    building: Vec<Building>,
     /// The newest hour written to: when the clock goes back, records keep going to it
     /// rather than to an hour that may be sealed already.
     hour: i64,
@@ -226,12 +235,14 @@ impl History {
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| HistoryError::Locked { path: lock_path })?;
         manifest::init(root)?;
+        remove_partials(&wal_dir);
         Ok(History {
             root: root.to_owned(),
             wal_dir,
             clock: Box::new(clock),
             _lock: lock,
             writer: None,
+            building: Vec::new(),
             hour: i64::MIN,
             unrecorded: Lost::default(),
             unrecorded_total: 0,
@@ -305,8 +316,12 @@ impl History {
         };
         if !self.unrecorded.is_empty() {
             let u = self.unrecorded;
-            match writer.append(&Record::gap(u.first_us, u.last_us, u.events())) {
-                Ok(()) => self.unrecorded = Lost::default(),
+            let gap = Record::gap(u.first_us, u.last_us, u.events());
+            match writer.append(&gap) {
+                Ok(()) => {
+                    self.unrecorded = Lost::default();
+                    self.build(writer.hour(), &gap);
+                }
                 Err(e) => return Err(self.writer_failed(now, writer, e, lost_rec())),
             }
         }
@@ -321,9 +336,49 @@ impl History {
                 };
                 return Err(self.writer_failed(now, writer, e, extra));
             }
+            self.build(writer.hour(), rec);
         }
         self.keep_writer(now, writer);
         Ok(())
+    }
+
+    /// Adds a record written to the WAL of `hour` to that hour's partial segment.
+    fn build(&mut self, hour: i64, rec: &Record) {
+        let Some(i) = self.building.iter().position(|b| b.hour == hour) else {
+            return;
+        };
+        if let Err(e) = self.building[i].writer.add(rec) {
+            tracing::warn!(error = %error_chain(&e), "partial segment abandoned; the hour will be sealed from its write-ahead log");
+            self.abandon(hour);
+        }
+    }
+
+    /// Deletes the partial segment of `hour`: it no longer holds what the WAL holds.
+    fn abandon(&mut self, hour: i64) {
+        if let Some(i) = self.building.iter().position(|b| b.hour == hour) {
+            let b = self.building.swap_remove(i);
+            drop(b.writer);
+            let _ = std::fs::remove_file(&b.path);
+        }
+    }
+
+    /// Starts the partial segment of a WAL file just created.
+    fn start_building(&mut self, writer: &WalWriter) {
+        self.abandon(writer.hour());
+        if !writer.is_fresh() {
+            return;
+        }
+        let path = partial_path(&self.wal_dir, writer.hour());
+        match segment::Writer::create(&path) {
+            Ok(w) => self.building.push(Building {
+                hour: writer.hour(),
+                path,
+                writer: w,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "no partial segment; the hour will be sealed from its write-ahead log");
+            }
+        }
     }
 
     /// The writer for the hour `now` is in (or a later one already written to), rotating
@@ -346,6 +401,7 @@ impl History {
         match WalWriter::open(&self.wal_dir, hour) {
             Ok(writer) => {
                 self.hour = hour;
+                self.start_building(&writer);
                 Ok(writer)
             }
             Err(e) => {
@@ -394,6 +450,7 @@ impl History {
                 Ok(())
             }
             Err(e) => {
+                self.abandon(writer.hour());
                 self.lose(now, wal_lost(&e), Some(&e));
                 Err(e)
             }
@@ -407,6 +464,7 @@ impl History {
         e: WalError,
         extra: Lost,
     ) -> HistoryError {
+        self.abandon(writer.hour());
         let mut lost = wal_lost(&e);
         lost.merge(&extra);
         self.lose(now, lost, Some(&e));
@@ -464,7 +522,8 @@ impl History {
             if hour >= current || Some(hour) == open {
                 continue;
             }
-            match seal(&self.root, hour, &path, now) {
+            let built = self.finish_building(hour);
+            match seal(&self.root, hour, &path, now, built) {
                 Ok(Some(entry)) => sealed.push(entry),
                 Ok(None) => {}
                 Err(e) => {
@@ -478,6 +537,20 @@ impl History {
         match first_error {
             Some(e) => Err(e),
             None => Ok(sealed),
+        }
+    }
+
+    /// The finished partial segment of `hour`, if there is one that holds the hour.
+    fn finish_building(&mut self, hour: i64) -> Option<Built> {
+        let i = self.building.iter().position(|b| b.hour == hour)?;
+        let b = self.building.swap_remove(i);
+        match b.writer.finish() {
+            Ok(info) => Some(Built { path: b.path, info }),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "partial segment abandoned; the hour is sealed from its write-ahead log");
+                let _ = std::fs::remove_file(&b.path);
+                None
+            }
         }
     }
 
@@ -630,15 +703,66 @@ fn replay(entries: &[Entry]) -> (HashMap<&str, &Entry>, Vec<&str>) {
     (live, removed)
 }
 
-/// Seals one finished hour (module documentation, "Invariants").
-fn seal(root: &Path, hour: i64, wal_path: &Path, now: i64) -> Result<Option<Entry>, HistoryError> {
-    let contents = wal::read(wal_path)?;
+/// The segment of an hour being written (module documentation, "Invariants").
+struct Building {
+    hour: i64,
+    path: PathBuf,
+    writer: segment::Writer,
+}
+
+/// A finished partial segment: the sealed form of its WAL file, not yet in place.
+struct Built {
+    path: PathBuf,
+    info: segment::SegmentInfo,
+}
+
+fn partial_path(wal_dir: &Path, hour: i64) -> PathBuf {
+    wal_dir.join(format!("{hour}.segment.partial"))
+}
+
+/// Deletes the partial segments a crash left (nobody else writes here: the lock is held).
+fn remove_partials(wal_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(wal_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".segment.partial")
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Seals one finished hour (module documentation, "Invariants"), from its partial segment
+/// when there is one, else from the WAL.
+fn seal(
+    root: &Path,
+    hour: i64,
+    wal_path: &Path,
+    now: i64,
+    built: Option<Built>,
+) -> Result<Option<Entry>, HistoryError> {
     let wal_dir = wal_path.parent().unwrap_or(root);
-    if contents.records.is_empty() {
+    let discard = |built: &Option<Built>| {
+        if let Some(b) = built {
+            let _ = std::fs::remove_file(&b.path);
+        }
+    };
+    let (wal_records, mut contents) = match &built {
+        Some(b) => (b.info.records, None),
+        None => {
+            let contents = wal::read(wal_path)?;
+            (contents.records.len() as u64, Some(contents))
+        }
+    };
+    if wal_records == 0 {
+        discard(&built);
         remove_wal(wal_path, wal_dir)?;
         return Ok(None);
     }
-    let wal_records = contents.records.len() as u64;
     let stem = segment_stem(hour).ok_or(HistoryError::Time {
         us: hour.saturating_mul(1_000_000),
         retention: Retention::Days(1),
@@ -655,6 +779,7 @@ fn seal(root: &Path, hour: i64, wal_path: &Path, now: i64) -> Result<Option<Entr
         if listed.records == wal_records {
             let matches = manifest::file_sha256(&root.join(&rel))
                 .is_ok_and(|(sha, bytes)| sha == listed.sha256 && bytes == listed.bytes);
+            discard(&built);
             if !matches {
                 return Err(HistoryError::Conflict {
                     wal: wal_path.to_owned(),
@@ -675,14 +800,29 @@ fn seal(root: &Path, hour: i64, wal_path: &Path, now: i64) -> Result<Option<Entr
     let dir = path.parent().unwrap_or(root);
     create_dirs(root, dir)?;
     let tmp = path.with_extension("parquet.tmp");
-    let mut records = contents.records;
-    let info = segment::write(&tmp, &mut records).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        HistoryError::Segment {
-            wal: wal_path.to_owned(),
-            source,
+    let info = match built {
+        Some(b) => {
+            std::fs::rename(&b.path, &tmp).map_err(|source| {
+                let _ = std::fs::remove_file(&b.path);
+                HistoryError::Io {
+                    path: b.path.clone(),
+                    action: "move partial segment",
+                    source,
+                }
+            })?;
+            b.info
         }
-    })?;
+        None => {
+            let mut records = contents.take().map(|c| c.records).unwrap_or_default();
+            segment::write(&tmp, &mut records).map_err(|source| {
+                let _ = std::fs::remove_file(&tmp);
+                HistoryError::Segment {
+                    wal: wal_path.to_owned(),
+                    source,
+                }
+            })?
+        }
+    };
     let io = |action| {
         let tmp = tmp.clone();
         move |source| HistoryError::Io {
@@ -1380,6 +1520,100 @@ mod tests {
             gap.last_us,
             lost_recs.iter().map(|r| r.last_us).max().unwrap()
         );
+
+        // The partial segment stopped holding what the WAL holds at the first failure: the
+        // hour is sealed from the WAL, gaps included.
+        let hour = H15 / 1_000_000;
+        assert!(!partial_path(&root.join(wal::DIR), hour).exists());
+        let mut want = wal_records(&root);
+        want.sort_by_key(|r| (r.first_us, r.last_us));
+        clock.set(H15 + HOUR_US + MINUTE);
+        let sealed = h.seal_due().unwrap();
+        assert_eq!(sealed.len(), 1);
+        let got = segment::read_all(&root.join(&sealed[0].path)).unwrap();
+        assert_eq!(got, want);
         drop(h);
+    }
+
+    fn sealed_records(root: &Path, entry: &Entry) -> Vec<Record> {
+        segment::read_all(&root.join(&entry.path)).unwrap()
+    }
+
+    fn sorted(mut recs: Vec<Record>) -> Vec<Record> {
+        recs.sort_by_key(|r| (r.first_us, r.last_us));
+        recs
+    }
+
+    /// The hour this process wrote from its start is sealed from the segment built as the
+    /// records came: here the WAL is emptied behind the history's back before sealing, and
+    /// the segment still holds every record.
+    #[test]
+    fn a_fresh_hour_is_sealed_from_its_partial_segment() {
+        let tmp = TempDir::new("history-partial");
+        let clock = ManualClock::new(H15 + MINUTE);
+        let mut h = History::open(tmp.path(), clock.clone()).unwrap();
+        // Arrival order is not time order: end records of older flows come late.
+        let recs: Vec<Record> = (0..3000)
+            .map(|i| rec(i, H15 + MINUTE + ((i * 7919) % 3000) as i64 * 1000))
+            .collect();
+        for r in &recs {
+            h.append(r);
+        }
+        h.sync().unwrap();
+        let hour = H15 / 1_000_000;
+        let partial = partial_path(&tmp.join(wal::DIR), hour);
+        assert!(partial.exists());
+        let wal_path = wal::path_for(&tmp.join(wal::DIR), hour);
+        assert_eq!(wal::read(&wal_path).unwrap().records, recs);
+        std::fs::write(&wal_path, wal::MAGIC).unwrap();
+
+        clock.set(H15 + HOUR_US + MINUTE);
+        let sealed = h.seal_due().unwrap();
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].records, 3000);
+        assert_eq!(sealed_records(tmp.path(), &sealed[0]), sorted(recs));
+        assert!(!partial.exists() && !wal_path.exists());
+        let report = manifest::verify(tmp.path());
+        assert!(report.ok, "{report:?}");
+    }
+
+    /// A history reopened within an hour did not see the hour's first records: that hour
+    /// is sealed from the WAL. A partial segment a crash left is deleted at open.
+    #[test]
+    fn an_hour_resumed_after_a_restart_is_sealed_from_the_wal() {
+        let tmp = TempDir::new("history-resume");
+        let clock = ManualClock::new(H15 + MINUTE);
+        let hour = H15 / 1_000_000;
+        let partial = partial_path(&tmp.join(wal::DIR), hour);
+        let before: Vec<Record> = (0..100).map(|i| rec(i, H15 + MINUTE + i as i64)).collect();
+        let mut h = History::open(tmp.path(), clock.clone()).unwrap();
+        for r in &before {
+            h.append(r);
+        }
+        h.sync().unwrap();
+        assert!(partial.exists());
+        h.crash();
+        assert!(partial.exists(), "a crash leaves the partial segment");
+
+        let mut h = History::open(tmp.path(), clock.clone()).unwrap();
+        assert!(!partial.exists(), "deleted at open");
+        let after: Vec<Record> = (100..200)
+            .map(|i| rec(i, H15 + 2 * MINUTE + i as i64))
+            .collect();
+        for r in &after {
+            h.append(r);
+        }
+        h.sync().unwrap();
+        assert!(
+            !partial.exists(),
+            "not started for a WAL file that held records"
+        );
+
+        clock.set(H15 + HOUR_US + MINUTE);
+        let sealed = h.seal_due().unwrap();
+        assert_eq!(sealed.len(), 1);
+        let mut all = before;
+        all.extend(after);
+        assert_eq!(sealed_records(tmp.path(), &sealed[0]), sorted(all));
     }
 }

@@ -673,6 +673,8 @@ pub struct WalWriter {
     records_synced: u64,
     /// A failed write could not be cut back: the file may end in garbage.
     unusable: bool,
+    /// The file held no record when opened: this writer appends every record it will hold.
+    fresh: bool,
 }
 
 impl WalWriter {
@@ -724,6 +726,7 @@ impl WalWriter {
             pending_frames: 0,
             records_synced: 0,
             unusable: false,
+            fresh: valid_len == 0,
         };
         if valid_len == 0 {
             // A new file: the magic and the directory entry are made durable now, so that a
@@ -744,6 +747,12 @@ impl WalWriter {
     /// The hour (Unix seconds of its start) this file holds.
     pub fn hour(&self) -> i64 {
         self.hour
+    }
+
+    /// Whether the file was created by this writer, so that every record in it came
+    /// through [`WalWriter::append`].
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Adds one record to the buffer, writing the buffer out when it is full. On error the

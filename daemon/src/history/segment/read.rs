@@ -982,7 +982,7 @@ fn rle_runs(mut data: &[u8], width: usize, n: usize, mut f: impl FnMut(Run)) -> 
 }
 
 /// Decodes `n` values of the RLE/bit-packing hybrid encoding into `out`.
-fn rle_decode(data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Option<()> {
+pub(super) fn rle_decode(data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Option<()> {
     out.reserve(n);
     rle_runs(data, width, n, |run| match run {
         Run::Repeat(v, count) => out.extend(std::iter::repeat_n(v, count)),
