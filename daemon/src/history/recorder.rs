@@ -9,6 +9,8 @@
 //! was full and evicted it) is recorded from the totals last seen, marked `evicted`.
 
 use std::collections::HashMap as StdHashMap;
+
+use super::FastMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,12 +68,12 @@ const TCP_RST: u8 = 0x04;
 /// Names of what the policy in force knows: assets, peers, rules, interfaces.
 #[derive(Debug, Default)]
 pub struct Names {
-    hosts: StdHashMap<IpAddr, (Arc<str>, Arc<str>)>,
+    hosts: FastMap<IpAddr, (Arc<str>, Arc<str>)>,
     /// Longest prefix first.
     peers: Vec<(IpNet, Arc<str>)>,
     /// By rule number - 1.
     rules: Vec<Option<Arc<str>>>,
-    interfaces: std::sync::Mutex<StdHashMap<u32, Option<Arc<str>>>>,
+    interfaces: std::sync::Mutex<FastMap<u32, Option<Arc<str>>>>,
 }
 
 /// One end of a flow, named.
@@ -85,7 +87,7 @@ pub struct EndName {
 impl Names {
     pub fn from_config(config: &Config) -> Names {
         let mut roles: StdHashMap<&str, Arc<str>> = StdHashMap::new();
-        let mut hosts = StdHashMap::new();
+        let mut hosts = FastMap::default();
         for asset in &config.assets {
             let role = roles
                 .entry(asset.role.as_str())

@@ -34,6 +34,7 @@ use parquet::file::statistics::Statistics;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
+use crate::history::FastMap;
 use crate::history::query::Filter;
 use crate::history::record::{Close, Event, Record, Verdict};
 
@@ -50,11 +51,11 @@ const ROW_GROUP_ROWS: usize = 1 << 18;
 /// of a row group for a short time range, while zstd sees long enough runs.
 const PAGE_ROWS: usize = 1 << 16;
 
-/// zstd level, measured on `synthetic` (2 M records, one core): level 3 gives 14.7 bytes
-/// per record and seals 590,000 records/s, 6 gives 14.5 at 505,000/s, 9 gives 13.9 at
-/// 400,000/s; reading is as fast at each. Sealing speed bounds sustained ingest, and 3 is
-/// well inside the 16-byte budget.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level, measured on `synthetic` (1 M records, one core, sekisho's own page
+/// encoding): level 1 gives 14.3 bytes per record and encodes 2.4 M records/s, level 3
+/// gives 14.8 at 1.8 M/s (level 1 is smaller here: its shorter matches suit the short,
+/// repetitive pages). Encoding speed bounds sustained ingest.
+const ZSTD_LEVEL: i32 = 1;
 
 /// The Parquet schema, version 1. Column order is the `Col` order below.
 const SCHEMA: &str = "
@@ -300,47 +301,6 @@ fn reason_code(text: &str) -> Option<u8> {
         .map(|r| r as u8)
         .or_else(|| text.parse().ok())
 }
-
-/// A `Hasher` for short keys (names, addresses) that does not need to resist flooding:
-/// the keys come from files sekisho wrote.
-#[derive(Clone, Copy, Default)]
-struct FastHash(u64);
-
-impl std::hash::Hasher for FastHash {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.write_u64(n as u64);
-        self.write_u64((n >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    /// The multiply leaves the low bits weak (an aligned pointer's are all zero), and the
-    /// table picks buckets by the low bits: rotate the strong high bits down.
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHash>>;
 
 /// A deterministic stream of pseudo-random numbers (SplitMix64): enough for synthetic
 /// traffic, and no dependency.

@@ -475,7 +475,8 @@ fn kind(col: Col) -> Kind {
         Col::Sport | Col::PacketsFwd | Col::BytesFwd | Col::PacketsRev | Col::BytesRev => {
             Kind::Plain
         }
-        Col::Lost => Kind::Plain,
+        // Nearly always 0 (only gaps count lost events).
+        Col::Lost => Kind::Dictionary,
         _ => Kind::Dictionary,
     }
 }
@@ -501,8 +502,12 @@ struct Encoder {
     /// By `Texts` number (or 32-bit value's position in `values`): the column's
     /// dictionary index plus one, 0 when not in this chunk.
     local: Vec<u32>,
-    values: FastMap<i32, u32>,
+    values: FastMap<i64, u32>,
+    /// By value below `SMALL`: dictionary index plus one; all 0 between chunks.
+    small: Vec<u32>,
 }
+
+const SMALL: usize = 1 << 16;
 
 impl Encoder {
     fn new() -> Encoder {
@@ -517,6 +522,7 @@ impl Encoder {
             ids: Vec::new(),
             local: Vec::new(),
             values: FastMap::default(),
+            small: Vec::new(),
         }
     }
 
@@ -557,6 +563,11 @@ impl Encoder {
                 let k = COUNTER_COLS.iter().position(|&c| c == col).unwrap_or(0);
                 let mut values = std::mem::take(&mut self.i64s);
                 gather(&rows.counters[k], order, &mut values);
+                if kind(col) == Kind::Dictionary {
+                    self.int_dictionary(&mut chunk, &values, 8)?;
+                    self.i64s = values;
+                    return chunk.finish(n);
+                }
                 for range in pages(n) {
                     let page = &values[range];
                     self.page.clear();
@@ -581,7 +592,11 @@ impl Encoder {
                         chunk.data_page(self, page.len(), Encoding::PLAIN, u32_stats(page))?;
                     }
                 } else {
-                    self.int_dictionary(&mut chunk, &values)?;
+                    let mut wide = std::mem::take(&mut self.i64s);
+                    wide.clear();
+                    wide.extend(values.iter().map(|&v| i64::from(v as u32)));
+                    self.int_dictionary(&mut chunk, &wide, 4)?;
+                    self.i64s = wide;
                 }
                 self.i32s = values;
             }
@@ -657,16 +672,37 @@ impl Encoder {
         Ok(())
     }
 
-    /// A 32-bit column of few distinct values through a sorted dictionary.
-    fn int_dictionary(&mut self, chunk: &mut Chunk, values: &[i32]) -> parquet::errors::Result<()> {
+    /// A number column of few distinct values through a sorted dictionary; plain if
+    /// there are many. `width` is the physical type's size: 4-byte values come
+    /// zero-extended, so that their order here is the unsigned order their logical type
+    /// (`INTEGER(_, false)`) says.
+    fn int_dictionary(
+        &mut self,
+        chunk: &mut Chunk,
+        values: &[i64],
+        width: usize,
+    ) -> parquet::errors::Result<()> {
         self.values.clear();
-        let mut used: Vec<i32> = Vec::new();
+        let mut used: Vec<i64> = Vec::new();
         let mut ids = std::mem::take(&mut self.ids);
         ids.clear();
-        let mut last: Option<(i32, u32)> = None;
+        let mut last: Option<(i64, u32)> = None;
+        // Values below 65,536 (ports, protocols, flags, rule numbers) by table.
+        self.small.resize(SMALL, 0);
+        let mut touched: Vec<usize> = Vec::new();
         for &v in values {
             let id = match last {
                 Some((lv, id)) if lv == v => id,
+                _ if (0..SMALL as i64).contains(&v) => {
+                    let slot = &mut self.small[v as usize];
+                    if *slot == 0 {
+                        used.push(v);
+                        *slot = used.len() as u32;
+                        touched.push(v as usize);
+                    }
+                    last = Some((v, *slot));
+                    *slot
+                }
                 _ => {
                     let next = used.len() as u32 + 1;
                     let id = *self.values.entry(v).or_insert(next);
@@ -679,9 +715,32 @@ impl Encoder {
             };
             ids.push(id);
         }
-        // Unsigned order, as the logical types (`INTEGER(_, false)`) say.
+        for t in touched {
+            self.small[t] = 0;
+        }
+        let bytes = |v: i64| v.to_le_bytes()[..width].to_vec();
+        if used.len() * width > DICTIONARY_LIMIT {
+            for range in pages(values.len()) {
+                let page = &values[range];
+                self.page.clear();
+                for &v in page {
+                    self.page.extend_from_slice(&v.to_le_bytes()[..width]);
+                }
+                let (lo, hi) = page
+                    .iter()
+                    .fold((i64::MAX, i64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let stats = PageStats {
+                    min: bytes(lo),
+                    max: bytes(hi),
+                    nulls: 0,
+                };
+                chunk.data_page(self, page.len(), Encoding::PLAIN, stats)?;
+            }
+            self.ids = ids;
+            return Ok(());
+        }
         let mut sorted: Vec<u32> = (0..used.len() as u32).collect();
-        sorted.sort_unstable_by_key(|&i| used[i as usize] as u32);
+        sorted.sort_unstable_by_key(|&i| used[i as usize]);
         self.local.clear();
         self.local.resize(used.len() + 1, 0);
         for (rank, &i) in sorted.iter().enumerate() {
@@ -692,13 +751,14 @@ impl Encoder {
         }
         self.page.clear();
         for &i in &sorted {
-            self.page.extend_from_slice(&used[i as usize].to_le_bytes());
+            self.page
+                .extend_from_slice(&used[i as usize].to_le_bytes()[..width]);
         }
         chunk.dictionary_page(self, used.len())?;
         // Every local index is its own rank now.
         self.local.clear();
         self.local.extend(0..=used.len() as u32);
-        let value = |rank: u32| used[sorted[rank as usize] as usize].to_le_bytes().to_vec();
+        let value = |rank: u32| bytes(used[sorted[rank as usize] as usize]);
         for range in pages(ids.len()) {
             let page = &ids[range];
             let (nulls, lo, hi) = self.local_range(page);
@@ -1003,6 +1063,29 @@ fn put_zigzag(out: &mut Vec<u8>, v: i64) {
 /// Appends `values` at `width` bits each, least significant bit first (Parquet's
 /// bit-packing), padded to a whole byte.
 fn bit_pack(values: impl Iterator<Item = u64>, width: u32, out: &mut Vec<u8>) {
+    if width <= 32 {
+        // The common case, in a 64-bit accumulator: names, levels, small differences.
+        let (mut acc, mut bits) = (0u64, 0u32);
+        for v in values {
+            acc |= v << bits;
+            bits += width;
+            if bits >= 32 {
+                out.extend_from_slice(&(acc as u32).to_le_bytes());
+                acc = if bits == 32 {
+                    0
+                } else {
+                    v >> (width - (bits - 32))
+                };
+                bits -= 32;
+            }
+        }
+        while bits > 0 {
+            out.push(acc as u8);
+            acc >>= 8;
+            bits = bits.saturating_sub(8);
+        }
+        return;
+    }
     let (mut acc, mut bits) = (0u128, 0u32);
     for v in values {
         acc |= u128::from(v) << bits;
