@@ -1013,14 +1013,16 @@ fn render(
          two peers; 70 % allowed, 30 % denied; a start and an end record per flow), made into \
          kernel `FlowEvent`s before timing. Timed, on one thread: `recorder::event_record` \
          (address → asset, role and peer; rule and interface names; kernel clock → wall \
-         clock), `History::append` (WAL frame: encoding, CRC-32C, buffered write), \
-         `History::sync` (fdatasync) once per second of wall time ({} syncs), and \
-         `History::seal_due` each time the `ManualClock` — set to each record's arrival \
-         time — enters a new hour: read the hour's WAL back, sort, write the zstd Parquet \
-         segment, fsync, SHA-256, manifest append, delete the WAL ({} seals, the last, \
-         partial hour included, so every record is in Parquet when the clock stops). \
-         {:.2} s in all, of which sealing {:.2} s and syncing {:.2} s: the path up to the \
-         buffered WAL write alone runs at {} records/s, sealing at {} records/s.",
+         clock), `History::append` (WAL frame: encoding, CRC-32C, buffered write; the record \
+         added to the hour's partial segment, whose row groups of 262,144 records are \
+         sorted, encoded, zstd-compressed and written as they fill), `History::sync` \
+         (fdatasync) once per second of wall time ({} syncs), and `History::seal_due` each \
+         time the `ManualClock` — set to each record's arrival time — enters a new hour: the \
+         partial segment's last row group and footer, fsync, SHA-256, rename into place, \
+         manifest append, delete the WAL ({} seals, the last, partial hour included, so \
+         every record is in Parquet when the clock stops). {:.2} s in all, of which sealing \
+         {:.2} s and syncing {:.2} s: appending (WAL and partial segment) runs at {} \
+         records/s, sealing at {} records/s.",
         group(i.records),
         i.syncs,
         i.seals,
@@ -1045,8 +1047,7 @@ fn render(
         t,
         "Baseline: the same records' WAL frames ({} MB, encoded before timing) written to one \
          file in 1 MiB `write_all`s and one fdatasync, median of 3: {:.2} s. It is the disk's \
-         floor for the WAL alone; the ingest also writes the Parquet segments and reads the \
-         WAL back to seal it.",
+         floor for the WAL alone; the ingest also encodes and writes the Parquet segments.",
         i.wal_bytes / 1_000_000,
         i.baseline_seconds
     )?;
