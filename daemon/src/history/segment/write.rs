@@ -231,6 +231,8 @@ struct Texts {
     /// The `Arc` kept here keeps its address from being reused for another name while the
     /// segment is written.
     by_name: FastMap<usize, (Arc<str>, u32)>,
+    /// Per name column: the last name's address and number (address 0: none yet).
+    last: [(usize, u32); 8],
     by_v4: FastMap<u32, u32>,
     by_v6: FastMap<u128, u32>,
     events: Vec<u32>,
@@ -246,6 +248,7 @@ impl Texts {
             bytes: vec![Box::from(&b""[..])],
             by_text: FastMap::default(),
             by_name: FastMap::default(),
+            last: [(0, 0); 8],
             by_v4: FastMap::default(),
             by_v6: FastMap::default(),
             events: Vec::new(),
@@ -278,14 +281,23 @@ impl Texts {
         id
     }
 
-    fn name(&mut self, name: &Option<Arc<str>>) -> u32 {
+    /// The number of a name in column `slot`; the slot's last name is checked first
+    /// (neighbouring records often share a role, an interface, a rule).
+    fn name(&mut self, slot: usize, name: &Option<Arc<str>>) -> u32 {
         let Some(s) = name else { return 0 };
         let key = Arc::as_ptr(s) as *const u8 as usize;
-        if let Some(&(_, id)) = self.by_name.get(&key) {
-            return id;
+        if self.last[slot].0 == key {
+            return self.last[slot].1;
         }
-        let id = self.id(s.as_bytes());
-        self.by_name.insert(key, (s.clone(), id));
+        let id = match self.by_name.get(&key) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = self.id(s.as_bytes());
+                self.by_name.insert(key, (s.clone(), id));
+                id
+            }
+        };
+        self.last[slot] = (key, id);
         id
     }
 
@@ -413,16 +425,16 @@ impl Rows {
             t.events[r.event as usize],
             t.verdicts[r.verdict as usize],
             t.reason(r.reason),
-            t.name(&r.rule_name),
-            t.name(&r.interface),
+            t.name(0, &r.rule_name),
+            t.name(1, &r.interface),
             t.addr(r.src),
             t.addr(r.dst),
-            t.name(&r.src_asset),
-            t.name(&r.src_role),
-            t.name(&r.src_peer),
-            t.name(&r.dst_asset),
-            t.name(&r.dst_role),
-            t.name(&r.dst_peer),
+            t.name(2, &r.src_asset),
+            t.name(3, &r.src_role),
+            t.name(4, &r.src_peer),
+            t.name(5, &r.dst_asset),
+            t.name(6, &r.dst_role),
+            t.name(7, &r.dst_peer),
             r.close.map_or(0, |c| t.closes[c as usize]),
         ];
         for (v, x) in self.texts.iter_mut().zip(texts) {
@@ -445,12 +457,15 @@ impl Rows {
     }
 }
 
-/// `v` in `order`.
-fn gather<T: Copy>(v: &[T], order: &Option<Vec<u32>>, out: &mut Vec<T>) {
-    out.clear();
+/// `v` in `order`: `v` itself when it is in order, else gathered into `out`.
+fn gather<'a, T: Copy>(v: &'a [T], order: &Option<Vec<u32>>, out: &'a mut Vec<T>) -> &'a [T] {
     match order {
-        None => out.extend_from_slice(v),
-        Some(o) => out.extend(o.iter().map(|&i| v[i as usize])),
+        None => v,
+        Some(o) => {
+            out.clear();
+            out.extend(o.iter().map(|&i| v[i as usize]));
+            out
+        }
     }
 }
 
@@ -497,7 +512,9 @@ struct Encoder {
     scratch: Vec<u32>,
     compressed: Vec<u8>,
     i64s: Vec<i64>,
+    counters: Vec<i64>,
     i32s: Vec<i32>,
+    texts_buf: Vec<u32>,
     ids: Vec<u32>,
     /// By `Texts` number (or 32-bit value's position in `values`): the column's
     /// dictionary index plus one, 0 when not in this chunk.
@@ -518,7 +535,9 @@ impl Encoder {
             scratch: Vec::new(),
             compressed: Vec::new(),
             i64s: Vec::new(),
+            counters: Vec::new(),
             i32s: Vec::new(),
+            texts_buf: Vec::new(),
             ids: Vec::new(),
             local: Vec::new(),
             values: FastMap::default(),
@@ -545,8 +564,8 @@ impl Encoder {
                 } else {
                     &rows.last
                 };
-                let mut values = std::mem::take(&mut self.i64s);
-                gather(v, order, &mut values);
+                let mut buf = std::mem::take(&mut self.i64s);
+                let values = gather(v, order, &mut buf);
                 for range in pages(n) {
                     let page = &values[range];
                     self.page.clear();
@@ -557,31 +576,30 @@ impl Encoder {
                 if col == Col::First {
                     chunk.index.set_boundary_order(BoundaryOrder::ASCENDING);
                 }
-                self.i64s = values;
+                self.i64s = buf;
             }
             _ if COUNTER_COLS.contains(&col) => {
                 let k = COUNTER_COLS.iter().position(|&c| c == col).unwrap_or(0);
-                let mut values = std::mem::take(&mut self.i64s);
-                gather(&rows.counters[k], order, &mut values);
+                let mut buf = std::mem::take(&mut self.counters);
+                let values = gather(&rows.counters[k], order, &mut buf);
                 if kind(col) == Kind::Dictionary {
-                    self.int_dictionary(&mut chunk, &values, 8)?;
-                    self.i64s = values;
-                    return chunk.finish(n);
-                }
-                for range in pages(n) {
-                    let page = &values[range];
-                    self.page.clear();
-                    for v in page {
-                        self.page.extend_from_slice(&v.to_le_bytes());
+                    self.int_dictionary(&mut chunk, values, 8)?;
+                } else {
+                    for range in pages(n) {
+                        let page = &values[range];
+                        self.page.clear();
+                        for v in page {
+                            self.page.extend_from_slice(&v.to_le_bytes());
+                        }
+                        chunk.data_page(self, page.len(), Encoding::PLAIN, i64_stats(page))?;
                     }
-                    chunk.data_page(self, page.len(), Encoding::PLAIN, i64_stats(page))?;
                 }
-                self.i64s = values;
+                self.counters = buf;
             }
             _ if I32_COLS.contains(&col) => {
                 let k = I32_COLS.iter().position(|&c| c == col).unwrap_or(0);
-                let mut values = std::mem::take(&mut self.i32s);
-                gather(&rows.ints[k], order, &mut values);
+                let mut buf = std::mem::take(&mut self.i32s);
+                let values = gather(&rows.ints[k], order, &mut buf);
                 if kind(col) == Kind::Plain {
                     for range in pages(n) {
                         let page = &values[range];
@@ -598,14 +616,14 @@ impl Encoder {
                     self.int_dictionary(&mut chunk, &wide, 4)?;
                     self.i64s = wide;
                 }
-                self.i32s = values;
+                self.i32s = buf;
             }
             _ => {
                 let k = TEXT_COLS.iter().position(|&c| c == col).unwrap_or(0);
-                let mut ids = std::mem::take(&mut self.ids);
-                gather(&rows.texts[k], order, &mut ids);
-                self.text_dictionary(&mut chunk, &ids, texts)?;
-                self.ids = ids;
+                let mut buf = std::mem::take(&mut self.texts_buf);
+                let ids = gather(&rows.texts[k], order, &mut buf);
+                self.text_dictionary(&mut chunk, ids, texts)?;
+                self.texts_buf = buf;
             }
         }
         chunk.finish(n)
