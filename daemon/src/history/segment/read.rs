@@ -676,29 +676,33 @@ impl Scan<'_> {
         if selected.is_empty() {
             return Ok(());
         }
-        // Dense selections read string columns page by page, each dictionary entry
-        // converted once; sparse ones through the column reader, which skips the rows
-        // between without unpacking them (about 1 in 32 rows is where the two cost alike).
-        let dense = selected.len() * 32 >= group.metadata().num_rows() as usize;
-        let mut cursors = Vec::with_capacity(Col::ALL.len());
+        let mut columns = Vec::with_capacity(Col::ALL.len());
         for col in Col::ALL {
-            cursors.push(AnyCursor::new(group, col, dense).map_err(|e| self.err(e))?);
+            columns.push(Column::new(group, col).map_err(|e| self.err(e))?);
         }
+        let readers = columns.iter().any(|c| !matches!(c, Column::Pages(_)));
+        let mut recs = Vec::new();
         for batch in selected.chunks(BATCH) {
             let batch = &batch[..batch.len().min(self.limit)];
-            let mut mask = vec![false; (batch[batch.len() - 1] - batch[0]) as usize + 1];
-            for &r in batch {
-                mask[(r - batch[0]) as usize] = true;
+            // The column readers take runs of rows; the pages are read row by row.
+            let wanted: Vec<Range<usize>> = if readers {
+                let mut mask = vec![false; (batch[batch.len() - 1] - batch[0]) as usize + 1];
+                for &r in batch {
+                    mask[(r - batch[0]) as usize] = true;
+                }
+                runs(&mask)
+                    .into_iter()
+                    .map(|r| r.start + batch[0] as usize..r.end + batch[0] as usize)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            recs.clear();
+            recs.resize(batch.len(), Record::default());
+            for (col, column) in Col::ALL.into_iter().zip(&mut columns) {
+                self.fill(col, column, &wanted, batch, first_row, &mut recs)?;
             }
-            let wanted: Vec<Range<usize>> = runs(&mask)
-                .into_iter()
-                .map(|r| r.start + batch[0] as usize..r.end + batch[0] as usize)
-                .collect();
-            let mut recs = vec![Record::default(); batch.len()];
-            for (col, cursor) in Col::ALL.into_iter().zip(&mut cursors) {
-                self.fill(col, cursor, &wanted, batch, first_row, &mut recs)?;
-            }
-            for rec in recs {
+            for rec in recs.drain(..) {
                 self.stats.records_matched += 1;
                 self.limit -= 1;
                 if !out(rec) || self.limit == 0 {
@@ -710,12 +714,12 @@ impl Scan<'_> {
         Ok(())
     }
 
-    /// Reads one column for the rows in `wanted` and stores the values of the `batch` rows
-    /// in `recs`.
+    /// Reads one column for the `batch` rows (the column readers: for the rows in
+    /// `wanted`) and stores their values in `recs`.
     fn fill(
         &mut self,
         col: Col,
-        cursor: &mut AnyCursor,
+        column: &mut Column,
         wanted: &[Range<usize>],
         batch: &[u32],
         first_row: u64,
@@ -735,140 +739,66 @@ impl Scan<'_> {
             source,
         };
         let mut bad: Option<(usize, String)> = None;
-        match cursor {
-            AnyCursor::I64(c) => {
+        match column {
+            Column::Pages(c) => {
+                bad = c.fill(batch, recs, &mut self.names).map_err(|f| match f {
+                    Fault::Read(e) => err(e),
+                    Fault::Corrupt(what) => self.corrupt(col, what),
+                })?;
+            }
+            Column::I64(c) => {
+                let set = int_setter(col);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
-                        if let (Some(i), Some(&v)) = (slot(row), v) {
-                            let rec = &mut recs[i];
-                            match col {
-                                Col::First => rec.first_us = v,
-                                Col::Last => rec.last_us = v,
-                                Col::PacketsFwd => rec.packets_fwd = v as u64,
-                                Col::BytesFwd => rec.bytes_fwd = v as u64,
-                                Col::PacketsRev => rec.packets_rev = v as u64,
-                                Col::BytesRev => rec.bytes_rev = v as u64,
-                                _ => rec.lost = v as u64,
-                            }
+                        if let (Some(i), Some(&v)) = (slot(row), v)
+                            && !set(&mut recs[i], v)
+                            && bad.is_none()
+                        {
+                            bad = Some((row, v.to_string()));
                         }
                     })
                     .map_err(err)?;
                 }
             }
-            AnyCursor::I32(c) => {
+            Column::I32(c) => {
+                let set = int_setter(col);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
-                        if let (Some(i), Some(&v)) = (slot(row), v) {
-                            let rec = &mut recs[i];
-                            let ok = match col {
-                                Col::Generation => {
-                                    rec.generation = v as u32;
-                                    true
-                                }
-                                Col::Rule => {
-                                    rec.rule = v as u32;
-                                    true
-                                }
-                                Col::Proto => u8::try_from(v).map(|v| rec.proto = v).is_ok(),
-                                Col::Sport => u16::try_from(v).map(|v| rec.sport = v).is_ok(),
-                                Col::Dport => u16::try_from(v).map(|v| rec.dport = v).is_ok(),
-                                _ => u8::try_from(v).map(|v| rec.tcp_flags = v).is_ok(),
-                            };
-                            if !ok && bad.is_none() {
-                                bad = Some((row, v.to_string()));
-                            }
+                        if let (Some(i), Some(&v)) = (slot(row), v)
+                            && !set(&mut recs[i], i64::from(v))
+                            && bad.is_none()
+                        {
+                            bad = Some((row, v.to_string()));
                         }
                     })
                     .map_err(err)?;
                 }
             }
-            AnyCursor::Pages(c) => {
-                let corrupt = |what| SegmentError::Corrupt {
-                    path: path.to_path_buf(),
-                    column: col.name(),
-                    what,
-                };
-                for (rec, &row) in recs.iter_mut().zip(batch) {
-                    let row = row as usize;
-                    let text = match c.value(row, &mut self.names, &corrupt, &err)? {
-                        Ok(v) if assign(rec, col, v.as_ref()) => continue,
-                        Ok(_) => "null".to_string(),
-                        Err(text) => format!("{text:?}"),
-                    };
-                    bad.get_or_insert((row, text));
-                }
-            }
-            AnyCursor::Bytes(c) => {
+            Column::Bytes(c) => {
                 let (names, addrs) = (&mut self.names, &mut self.addrs);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
                         let Some(i) = slot(row) else { return };
-                        let rec = &mut recs[i];
                         let v = v.map(|b| b.data());
-                        let ok = match col {
-                            Col::Event => v
-                                .and_then(|b| Event::from_name(std::str::from_utf8(b).ok()?))
-                                .map(|e| rec.event = e)
-                                .is_some(),
-                            Col::Verdict => v
-                                .and_then(|b| Verdict::from_name(std::str::from_utf8(b).ok()?))
-                                .map(|x| rec.verdict = x)
-                                .is_some(),
-                            Col::Reason => v
-                                .and_then(|b| reason_code(std::str::from_utf8(b).ok()?))
-                                .map(|x| rec.reason = x)
-                                .is_some(),
-                            Col::Close => match v {
-                                None => true,
-                                Some(b) => std::str::from_utf8(b)
-                                    .ok()
-                                    .and_then(Close::from_name)
-                                    .map(|x| rec.close = Some(x))
-                                    .is_some(),
-                            },
-                            Col::Src | Col::Dst => match v {
-                                None => true,
-                                Some(b) => {
-                                    let addr = match addrs.get(b) {
-                                        Some(a) => Some(*a),
-                                        None => {
-                                            let a = std::str::from_utf8(b)
-                                                .ok()
-                                                .and_then(|s| s.parse::<IpAddr>().ok());
-                                            if let Some(a) = a {
-                                                addrs.insert(b.into(), a);
-                                            }
-                                            a
-                                        }
-                                    };
-                                    if col == Col::Src {
-                                        rec.src = addr;
-                                    } else {
-                                        rec.dst = addr;
-                                    }
-                                    addr.is_some()
+                        let val = v.map(|b| match (col, addrs.get(b)) {
+                            // Parsed once per distinct text: the reader gives every row's.
+                            (Col::Src | Col::Dst, Some(&a)) => Some(Val::Addr(a)),
+                            (Col::Src | Col::Dst, None) => {
+                                let val = convert(col, b, names);
+                                if let Some(Val::Addr(a)) = val {
+                                    addrs.insert(b.into(), a);
                                 }
-                            },
-                            _ => {
-                                let name = match v {
-                                    None => Some(None),
-                                    Some(b) => names.get(b).map(Some),
-                                };
-                                let field = match col {
-                                    Col::RuleName => &mut rec.rule_name,
-                                    Col::Interface => &mut rec.interface,
-                                    Col::SrcAsset => &mut rec.src_asset,
-                                    Col::SrcRole => &mut rec.src_role,
-                                    Col::SrcPeer => &mut rec.src_peer,
-                                    Col::DstAsset => &mut rec.dst_asset,
-                                    Col::DstRole => &mut rec.dst_role,
-                                    _ => &mut rec.dst_peer,
-                                };
-                                name.map(|n| *field = n).is_some()
+                                val
                             }
-                        };
-                        if !ok && bad.is_none() {
-                            bad = Some((row, format!("{:?}", v.map(String::from_utf8_lossy))));
+                            _ => convert(col, b, names),
+                        });
+                        if let Some(None) = val {
+                            bad.get_or_insert((
+                                row,
+                                format!("{:?}", String::from_utf8_lossy(v.unwrap_or_default())),
+                            ));
+                        } else if !assign(&mut recs[i], col, val.flatten().as_ref()) {
+                            bad.get_or_insert((row, "null".to_string()));
                         }
                     })
                     .map_err(err)?;
@@ -1068,16 +998,26 @@ fn is_optional(group: &dyn RowGroupReader, col: Col) -> bool {
         > 0
 }
 
-/// Whether `decode_bytes_page` reads every page of the column chunk: the encodings sekisho
-/// writes (dictionary, its plain fallback, RLE levels). Anything else goes through the
-/// column reader.
+/// Whether `decode_bytes_page` (for numbers, `PageCursor`) reads every page of the column
+/// chunk: the encodings sekisho writes (dictionary, its plain fallback, RLE levels, delta
+/// times). Anything else goes through the column reader.
 fn pages_decodable(group: &dyn RowGroupReader, col: Col) -> bool {
-    group.metadata().column(col.index()).encodings().all(|e| {
-        matches!(
-            e,
-            Encoding::PLAIN | Encoding::RLE | Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY
-        )
-    })
+    let numbers = physical(col) != Physical::Bytes;
+    if numbers && is_optional(group, col) {
+        return false;
+    }
+    group
+        .metadata()
+        .column(col.index())
+        .encodings()
+        .all(|e| match e {
+            Encoding::PLAIN
+            | Encoding::RLE
+            | Encoding::RLE_DICTIONARY
+            | Encoding::PLAIN_DICTIONARY => true,
+            Encoding::DELTA_BINARY_PACKED => numbers,
+            _ => false,
+        })
 }
 
 /// The values of a PLAIN byte-array page (or dictionary page), as ranges of its buffer.
@@ -1133,38 +1073,12 @@ enum BytesPage {
 /// Decodes a page of a byte-array column (`None` when it is malformed): definition levels
 /// and dictionary indices are unpacked, values are not converted.
 fn decode_bytes_page(page: Page, optional: bool) -> Option<BytesPage> {
-    let (n, encoding, levels, values) = match &page {
-        Page::DictionaryPage { num_values, .. } => {
-            let count = *num_values as usize;
-            return PlainValues::parse(page, 0, count).map(BytesPage::Dictionary);
-        }
-        Page::DataPage {
-            buf,
-            num_values,
-            encoding,
-            def_level_encoding,
-            ..
-        } => {
-            if !optional {
-                (*num_values as usize, *encoding, 0..0, 0)
-            } else if *def_level_encoding == Encoding::RLE {
-                let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-                (*num_values as usize, *encoding, 4..4 + len, 4 + len)
-            } else {
-                return Some(BytesPage::Unsupported);
-            }
-        }
-        Page::DataPageV2 {
-            num_values,
-            encoding,
-            def_levels_byte_len,
-            rep_levels_byte_len,
-            ..
-        } => {
-            let start = *rep_levels_byte_len as usize;
-            let end = start + *def_levels_byte_len as usize;
-            (*num_values as usize, *encoding, start..end, end)
-        }
+    if let Page::DictionaryPage { num_values, .. } = &page {
+        let count = *num_values as usize;
+        return PlainValues::parse(page, 0, count).map(BytesPage::Dictionary);
+    }
+    let Some((n, encoding, levels, values)) = page_layout(&page, optional) else {
+        return Some(BytesPage::Unsupported);
     };
     let buf = &page.buffer()[..];
     let levels = buf.get(levels)?;
@@ -1278,128 +1192,1026 @@ fn assign(rec: &mut Record, col: Col, val: Option<&Val>) -> bool {
     true
 }
 
-/// A byte-array column of one row group read forward page by page, each dictionary entry
-/// converted once: no value is built per row but the record's own.
-struct ByteCursor {
+/// Stores a 64-bit (or sign-extended 32-bit) column's value in its field; `false` when the
+/// field cannot hold it.
+fn int_setter(col: Col) -> fn(&mut Record, i64) -> bool {
+    match col {
+        Col::First => |r, v| {
+            r.first_us = v;
+            true
+        },
+        Col::Last => |r, v| {
+            r.last_us = v;
+            true
+        },
+        Col::PacketsFwd => |r, v| {
+            r.packets_fwd = v as u64;
+            true
+        },
+        Col::BytesFwd => |r, v| {
+            r.bytes_fwd = v as u64;
+            true
+        },
+        Col::PacketsRev => |r, v| {
+            r.packets_rev = v as u64;
+            true
+        },
+        Col::BytesRev => |r, v| {
+            r.bytes_rev = v as u64;
+            true
+        },
+        Col::Lost => |r, v| {
+            r.lost = v as u64;
+            true
+        },
+        // Unsigned 32-bit values are stored as their bit pattern.
+        Col::Generation => |r, v| {
+            r.generation = v as u32;
+            true
+        },
+        Col::Rule => |r, v| {
+            r.rule = v as u32;
+            true
+        },
+        Col::Proto => |r, v| u8::try_from(v).map(|v| r.proto = v).is_ok(),
+        Col::Sport => |r, v| u16::try_from(v).map(|v| r.sport = v).is_ok(),
+        Col::Dport => |r, v| u16::try_from(v).map(|v| r.dport = v).is_ok(),
+        Col::TcpFlags => |r, v| u8::try_from(v).map(|v| r.tcp_flags = v).is_ok(),
+        _ => |_, _| false,
+    }
+}
+
+/// What went wrong reading a column's pages, before the path and column are known.
+enum Fault {
+    Read(ParquetError),
+    Corrupt(&'static str),
+}
+
+impl From<ParquetError> for Fault {
+    fn from(e: ParquetError) -> Fault {
+        Fault::Read(e)
+    }
+}
+
+/// The physical type of a column, as `PageCursor` decodes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Physical {
+    Bytes,
+    Int32,
+    Int64,
+}
+
+fn physical(col: Col) -> Physical {
+    match col {
+        Col::First
+        | Col::Last
+        | Col::PacketsFwd
+        | Col::BytesFwd
+        | Col::PacketsRev
+        | Col::BytesRev
+        | Col::Lost => Physical::Int64,
+        Col::Generation | Col::Rule | Col::Proto | Col::Sport | Col::Dport | Col::TcpFlags => {
+            Physical::Int32
+        }
+        _ => Physical::Bytes,
+    }
+}
+
+/// A data page as far as reading one row's value needs.
+enum Decoded {
+    /// Dictionary indices, unpacked as they are asked for: the values of the page's
+    /// present rows (all rows of a required column).
+    Indices {
+        page: Page,
+        present: Option<Present>,
+        indices: Hybrid,
+    },
+    /// Plain byte arrays (a dictionary that grew too large).
+    Plain {
+        present: Option<Present>,
+        values: PlainValues,
+    },
+    /// Plain fixed-width numbers of a required column: the page and where they start.
+    Fixed { page: Page, at: usize, width: usize },
+    /// Numbers decoded in full (delta-encoded pages).
+    Wide(Vec<i64>),
+}
+
+/// Where a data page's definition levels and values are, and how many rows it has.
+fn page_layout(page: &Page, optional: bool) -> Option<(usize, Encoding, Range<usize>, usize)> {
+    match page {
+        Page::DictionaryPage { .. } => None,
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            ..
+        } => {
+            if !optional {
+                Some((*num_values as usize, *encoding, 0..0, 0))
+            } else if *def_level_encoding == Encoding::RLE {
+                let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+                Some((*num_values as usize, *encoding, 4..4 + len, 4 + len))
+            } else {
+                None
+            }
+        }
+        Page::DataPageV2 {
+            num_values,
+            encoding,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            ..
+        } => {
+            let start = *rep_levels_byte_len as usize;
+            let end = start + *def_levels_byte_len as usize;
+            Some((*num_values as usize, *encoding, start..end, end))
+        }
+    }
+}
+
+/// Decodes what a data page needs before its rows are read: the definition levels, the
+/// plain byte arrays, delta-encoded numbers. Returns the page and its number of rows.
+fn decode_page(page: Page, optional: bool, physical: Physical) -> Result<(Decoded, usize), Fault> {
+    let (n, encoding, levels, at) = page_layout(&page, optional).ok_or(Fault::Corrupt("page"))?;
+    let buf = &page.buffer()[..];
+    let present = match optional {
+        true => {
+            let levels = buf.get(levels).ok_or(Fault::Corrupt("page"))?;
+            Some(Present::parse(levels, n).ok_or(Fault::Corrupt("levels"))?)
+        }
+        false => None,
+    };
+    let count = present.as_ref().map_or(n, Present::count);
+    let width = if physical == Physical::Int32 { 4 } else { 8 };
+    let decoded = match (encoding, physical) {
+        (Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY, _) => {
+            // No values, no bit width.
+            let (width, from) = match buf.get(at) {
+                Some(&w) => (usize::from(w), at + 1),
+                None if count == 0 => (0, at),
+                None => return Err(Fault::Corrupt("page")),
+            };
+            let indices = Hybrid::new(from..buf.len(), width).ok_or(Fault::Corrupt("page"))?;
+            Decoded::Indices {
+                page,
+                present,
+                indices,
+            }
+        }
+        (Encoding::PLAIN, Physical::Bytes) => Decoded::Plain {
+            values: PlainValues::parse(page, at, count).ok_or(Fault::Corrupt("values"))?,
+            present,
+        },
+        (Encoding::PLAIN, _) if !optional => {
+            if buf.len() < at + n * width {
+                return Err(Fault::Corrupt("values"));
+            }
+            Decoded::Fixed { page, at, width }
+        }
+        (Encoding::DELTA_BINARY_PACKED, Physical::Int32 | Physical::Int64) if !optional => {
+            let mut values = Vec::new();
+            delta_decode(&buf[at.min(buf.len())..], n, &mut values)
+                .ok_or(Fault::Corrupt("values"))?;
+            Decoded::Wide(values)
+        }
+        _ => return Err(Fault::Corrupt("page encoding")),
+    };
+    Ok((decoded, n))
+}
+
+/// One column of one row group read forward a page at a time: a page is decoded whole when
+/// a wanted row falls in it, a page without one is skipped undecompressed, and each
+/// dictionary entry is converted once.
+struct PageCursor {
     col: Col,
+    physical: Physical,
     optional: bool,
     pages: Box<dyn PageReader>,
-    /// The dictionary, converted; the text where it is not a valid value.
-    dict: Vec<Result<Val, String>>,
-    page: DataValues,
+    /// The dictionary of a byte-array column, converted; the text where it is not a valid
+    /// value.
+    vals: Vec<Result<Val, String>>,
+    /// The dictionary of a number column.
+    ints: Vec<i64>,
+    page: Option<Decoded>,
     /// The rows of `page`.
     start: usize,
     end: usize,
 }
 
-impl ByteCursor {
-    fn new(group: &dyn RowGroupReader, col: Col) -> Result<ByteCursor, ParquetError> {
-        Ok(ByteCursor {
+impl PageCursor {
+    fn new(group: &dyn RowGroupReader, col: Col) -> Result<PageCursor, ParquetError> {
+        Ok(PageCursor {
             col,
+            physical: physical(col),
             optional: is_optional(group, col),
             pages: group.get_column_page_reader(col.index())?,
-            dict: Vec::new(),
-            page: DataValues {
-                rows: Vec::new(),
-                plain: None,
-            },
+            vals: Vec::new(),
+            ints: Vec::new(),
+            page: None,
             start: 0,
             end: 0,
         })
     }
 
-    /// The value at `row` (at or after the rows asked for before): `Ok(None)` for a null,
-    /// `Err(text)` for text the column may not hold.
-    fn value(
-        &mut self,
-        row: usize,
-        names: &mut Interner,
-        corrupt: &dyn Fn(&'static str) -> SegmentError,
-        err: &dyn Fn(ParquetError) -> SegmentError,
-    ) -> Result<Result<Option<Val>, String>, SegmentError> {
+    /// Makes `page` the one that holds `row` (at or after the rows asked for before).
+    fn seek(&mut self, row: usize, names: &mut Interner) -> Result<(), Fault> {
         while row >= self.end {
-            let next = self
-                .pages
-                .peek_next_page()
-                .map_err(err)?
-                .ok_or_else(|| corrupt("rows"))?;
+            let next = self.pages.peek_next_page()?.ok_or(Fault::Corrupt("rows"))?;
             if !next.is_dict
                 && let Some(n) = next.num_rows
                 && row >= self.end + n
             {
-                self.pages.skip_next_page().map_err(err)?;
+                self.pages.skip_next_page()?;
                 self.end += n;
                 continue;
             }
-            let page = self
-                .pages
-                .get_next_page()
-                .map_err(err)?
-                .ok_or_else(|| corrupt("rows"))?;
-            match decode_bytes_page(page, self.optional).ok_or_else(|| corrupt("page"))? {
-                BytesPage::Dictionary(entries) => {
-                    self.dict = entries
-                        .iter()
-                        .map(|v| {
-                            convert(self.col, v, names)
-                                .ok_or_else(|| String::from_utf8_lossy(v).into_owned())
-                        })
-                        .collect();
+            let page = self.pages.get_next_page()?.ok_or(Fault::Corrupt("rows"))?;
+            if let Page::DictionaryPage { num_values, .. } = &page {
+                let count = *num_values as usize;
+                match self.physical {
+                    Physical::Bytes => {
+                        let entries = PlainValues::parse(page, 0, count)
+                            .ok_or(Fault::Corrupt("dictionary"))?;
+                        let col = self.col;
+                        self.vals = entries
+                            .iter()
+                            .map(|v| {
+                                convert(col, v, names)
+                                    .ok_or_else(|| String::from_utf8_lossy(v).into_owned())
+                            })
+                            .collect();
+                    }
+                    Physical::Int32 | Physical::Int64 => {
+                        let width = if self.physical == Physical::Int32 {
+                            4
+                        } else {
+                            8
+                        };
+                        let buf = page
+                            .buffer()
+                            .get(..count * width)
+                            .ok_or(Fault::Corrupt("dictionary"))?;
+                        self.ints = buf.chunks_exact(width).map(int_le).collect();
+                    }
                 }
-                BytesPage::Data(page) => {
-                    self.start = self.end;
-                    self.end += page.rows.len();
-                    self.page = page;
-                }
-                BytesPage::Unsupported => return Err(corrupt("page encoding")),
+                continue;
             }
+            let (decoded, rows) = decode_page(page, self.optional, self.physical)?;
+            self.start = self.end;
+            self.end += rows;
+            self.page = Some(decoded);
         }
-        let slot = self
-            .page
-            .rows
-            .get(row - self.start)
-            .ok_or_else(|| corrupt("rows"))?;
-        Ok(match (*slot, &self.page.plain) {
-            (NULL, _) => Ok(None),
-            (k, None) => match self.dict.get(k as usize) {
-                Some(Ok(v)) => Ok(Some(v.clone())),
-                Some(Err(text)) => Err(text.clone()),
-                None => return Err(corrupt("dictionary index")),
-            },
-            (k, Some(plain)) => {
-                let v = plain.get(k as usize).ok_or_else(|| corrupt("values"))?;
-                convert(self.col, v, names)
-                    .map(Some)
-                    .ok_or_else(|| String::from_utf8_lossy(v).into_owned())
+        Ok(())
+    }
+
+    /// Stores the value of each row of `rows` (ascending, at or after the rows asked for
+    /// before) in the same place of `recs`. Returns the first row whose value its field
+    /// cannot hold, with the value.
+    fn fill(
+        &mut self,
+        rows: &[u32],
+        recs: &mut [Record],
+        names: &mut Interner,
+    ) -> Result<Option<(usize, String)>, Fault> {
+        let mut bad = None;
+        let mut i = 0;
+        while i < rows.len() {
+            self.seek(rows[i] as usize, names)?;
+            let n = i + rows[i..].partition_point(|&r| (r as usize) < self.end);
+            let (page_rows, page_recs) = (&rows[i..n], &mut recs[i..n]);
+            let start = self.start;
+            let col = self.col;
+            let Some(page) = &mut self.page else {
+                return Err(Fault::Corrupt("rows"));
+            };
+            if self.physical == Physical::Bytes {
+                for (&row, rec) in page_rows.iter().zip(page_recs) {
+                    let k = row as usize - start;
+                    let text = match page {
+                        Decoded::Indices {
+                            page,
+                            present,
+                            indices,
+                        } => match present.as_ref().map_or(Some(k), |p| p.rank(k)) {
+                            None if assign(rec, col, None) => continue,
+                            None => "null".to_string(),
+                            Some(at) => {
+                                let index = indices
+                                    .get(page.buffer(), at)
+                                    .ok_or(Fault::Corrupt("page"))?;
+                                match self.vals.get(index as usize) {
+                                    Some(Ok(v)) if assign(rec, col, Some(v)) => continue,
+                                    Some(Ok(_)) => "null".to_string(),
+                                    Some(Err(text)) => format!("{text:?}"),
+                                    None => return Err(Fault::Corrupt("dictionary index")),
+                                }
+                            }
+                        },
+                        Decoded::Plain { present, values } => {
+                            match present.as_ref().map_or(Some(k), |p| p.rank(k)) {
+                                None if assign(rec, col, None) => continue,
+                                None => "null".to_string(),
+                                Some(at) => {
+                                    let v = values.get(at).ok_or(Fault::Corrupt("values"))?;
+                                    match convert(col, v, names) {
+                                        Some(v) if assign(rec, col, Some(&v)) => continue,
+                                        Some(_) => "null".to_string(),
+                                        None => format!("{:?}", String::from_utf8_lossy(v)),
+                                    }
+                                }
+                            }
+                        }
+                        _ => return Err(Fault::Corrupt("page encoding")),
+                    };
+                    bad.get_or_insert((row as usize, text));
+                }
+            } else {
+                let set = int_setter(col);
+                let mut put = |row: u32, rec: &mut Record, v: i64| {
+                    if !set(rec, v) {
+                        bad.get_or_insert((row as usize, v.to_string()));
+                    }
+                };
+                match page {
+                    Decoded::Fixed { page, at, width } => {
+                        let buf = &page.buffer()[*at..];
+                        for (&row, rec) in page_rows.iter().zip(page_recs) {
+                            let k = (row as usize - start) * *width;
+                            put(row, rec, int_le(&buf[k..k + *width]));
+                        }
+                    }
+                    Decoded::Wide(values) => {
+                        for (&row, rec) in page_rows.iter().zip(page_recs) {
+                            put(row, rec, values[row as usize - start]);
+                        }
+                    }
+                    Decoded::Indices { page, indices, .. } => {
+                        for (&row, rec) in page_rows.iter().zip(page_recs) {
+                            let index = indices
+                                .get(page.buffer(), row as usize - start)
+                                .ok_or(Fault::Corrupt("page"))?;
+                            let v = *self
+                                .ints
+                                .get(index as usize)
+                                .ok_or(Fault::Corrupt("dictionary index"))?;
+                            put(row, rec, v);
+                        }
+                    }
+                    Decoded::Plain { .. } => return Err(Fault::Corrupt("page encoding")),
+                }
             }
+            i = n;
+        }
+        Ok(bad)
+    }
+}
+
+/// A little-endian 32-bit (sign-extended) or 64-bit number.
+fn int_le(b: &[u8]) -> i64 {
+    match b.len() {
+        4 => i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        _ => {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[..8]);
+            i64::from_le_bytes(w)
+        }
+    }
+}
+
+/// An unsigned LEB128 number.
+fn uleb(data: &mut &[u8]) -> Option<u64> {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let (&b, rest) = data.split_first()?;
+        *data = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+fn zigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
+/// Decodes `n` values of Parquet's DELTA_BINARY_PACKED encoding into `out`: blocks of
+/// differences, each block's miniblocks bit-packed above the block's smallest difference.
+fn delta_decode(mut data: &[u8], n: usize, out: &mut Vec<i64>) -> Option<()> {
+    let block = usize::try_from(uleb(&mut data)?).ok()?;
+    let minis = usize::try_from(uleb(&mut data)?).ok()?;
+    let total = usize::try_from(uleb(&mut data)?).ok()?;
+    let mut value = zigzag(uleb(&mut data)?);
+    if total != n || minis == 0 || block % minis != 0 || (block / minis) % 8 != 0 {
+        return None;
+    }
+    let per_mini = block / minis;
+    out.clear();
+    out.reserve(n);
+    if n == 0 {
+        return Some(());
+    }
+    out.push(value);
+    while out.len() < n {
+        let min = zigzag(uleb(&mut data)?);
+        let (widths, rest) = data.split_at_checked(minis)?;
+        data = rest;
+        for &width in widths {
+            if out.len() >= n {
+                break;
+            }
+            let width = usize::from(width);
+            if width > 64 {
+                return None;
+            }
+            // Every miniblock that holds a value is whole, padded if need be.
+            let (body, rest) = data.split_at_checked(per_mini * width / 8)?;
+            data = rest;
+            let take = per_mini.min(n - out.len());
+            unpack(body, width, take, |d| {
+                value = value.wrapping_add(min.wrapping_add(d as i64));
+                out.push(value);
+            });
+        }
+    }
+    Some(())
+}
+
+/// Calls `f` with the first `n` values bit-packed at `width` bits (at most 64) in `data`,
+/// least significant bits first: groups of 8 values, each `width` bytes.
+fn unpack(data: &[u8], width: usize, n: usize, mut f: impl FnMut(u64)) {
+    if width == 0 {
+        (0..n).for_each(|_| f(0));
+        return;
+    }
+    let mask = u64::MAX >> (64 - width);
+    let mut left = n;
+    for group in data.chunks(width) {
+        if left == 0 {
+            break;
+        }
+        // Copied into a zeroed buffer, so that every value is one unaligned load and a
+        // shift: 8 bytes up to 57 bits, 16 above.
+        let mut buf = [0u8; 80];
+        buf[..group.len()].copy_from_slice(group);
+        let take = left.min(8);
+        for i in 0..take {
+            let bit = i * width;
+            let at = bit / 8;
+            let v = if width <= 56 {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&buf[at..at + 8]);
+                u64::from_le_bytes(w) >> (bit % 8)
+            } else {
+                let mut w = [0u8; 16];
+                w.copy_from_slice(&buf[at..at + 16]);
+                (u128::from_le_bytes(w) >> (bit % 8)) as u64
+            };
+            f(v & mask);
+        }
+        left -= take;
+    }
+}
+
+/// How `materialize` reads a column.
+enum Column {
+    /// Page by page, decoded here.
+    Pages(PageCursor),
+    /// An encoding `PageCursor` does not read: through the column reader.
+    I32(Cursor<Int32Type>),
+    I64(Cursor<Int64Type>),
+    Bytes(Cursor<ByteArrayType>),
+}
+
+impl Column {
+    fn new(group: &dyn RowGroupReader, col: Col) -> Result<Column, ParquetError> {
+        if pages_decodable(group, col) {
+            return Ok(Column::Pages(PageCursor::new(group, col)?));
+        }
+        Ok(match physical(col) {
+            Physical::Int64 => Column::I64(Cursor::new(group, col)?),
+            Physical::Int32 => Column::I32(Cursor::new(group, col)?),
+            Physical::Bytes => Column::Bytes(Cursor::new(group, col)?),
         })
     }
 }
 
-enum AnyCursor {
-    I32(Cursor<Int32Type>),
-    I64(Cursor<Int64Type>),
-    Pages(ByteCursor),
-    Bytes(Cursor<ByteArrayType>),
+/// The definition levels of a page (1: a value, 0: null) as a bitmap, with the number of
+/// values before each word: whether a row has a value, and which, in constant time.
+struct Present {
+    words: Vec<u64>,
+    before: Vec<u32>,
 }
 
-impl AnyCursor {
-    fn new(group: &dyn RowGroupReader, col: Col, dense: bool) -> Result<AnyCursor, ParquetError> {
-        Ok(match col {
-            Col::First
-            | Col::Last
-            | Col::PacketsFwd
-            | Col::BytesFwd
-            | Col::PacketsRev
-            | Col::BytesRev
-            | Col::Lost => AnyCursor::I64(Cursor::new(group, col)?),
-            Col::Generation | Col::Rule | Col::Proto | Col::Sport | Col::Dport | Col::TcpFlags => {
-                AnyCursor::I32(Cursor::new(group, col)?)
+impl Present {
+    /// The levels of `n` rows, in the RLE/bit-packing hybrid encoding at one bit.
+    fn parse(levels: &[u8], n: usize) -> Option<Present> {
+        let mut words = vec![0u64; n.div_ceil(64)];
+        let mut pos = 0;
+        hybrid_runs(levels, 1, n, |run| {
+            match run {
+                RawRun::Repeat(1, count) => set_bits(&mut words, pos, pos + count),
+                RawRun::Repeat(_, _) => {}
+                // A bit-packed run of levels is already a bitmap.
+                RawRun::Packed(bytes, count) => {
+                    for (k, &b) in bytes.iter().enumerate().take(count.div_ceil(8)) {
+                        let used = (count - 8 * k).min(8);
+                        let b = u64::from(b) & (u64::MAX >> (64 - used));
+                        let bit = pos + 8 * k;
+                        let (w, shift) = (bit / 64, bit % 64);
+                        if let Some(word) = words.get_mut(w) {
+                            *word |= b << shift;
+                        }
+                        if shift > 56
+                            && let Some(word) = words.get_mut(w + 1)
+                        {
+                            *word |= b >> (64 - shift);
+                        }
+                    }
+                }
             }
-            _ if dense && pages_decodable(group, col) => {
-                AnyCursor::Pages(ByteCursor::new(group, col)?)
-            }
-            _ => AnyCursor::Bytes(Cursor::new(group, col)?),
+            pos += run.len();
+        })?;
+        // Padding after the last row is no value.
+        if !n.is_multiple_of(64)
+            && let Some(last) = words.last_mut()
+        {
+            *last &= (1u64 << (n % 64)) - 1;
+        }
+        let mut before = Vec::with_capacity(words.len());
+        let mut count = 0u32;
+        for w in &words {
+            before.push(count);
+            count += w.count_ones();
+        }
+        Some(Present { words, before })
+    }
+
+    /// The index among the page's values of row `i`'s, `None` for a null.
+    fn rank(&self, i: usize) -> Option<usize> {
+        let (w, bit) = (i / 64, i % 64);
+        let word = *self.words.get(w)?;
+        if (word >> bit) & 1 == 0 {
+            return None;
+        }
+        let below = word & ((1u64 << bit) - 1);
+        Some(self.before[w] as usize + below.count_ones() as usize)
+    }
+
+    fn count(&self) -> usize {
+        match (self.before.last(), self.words.last()) {
+            (Some(&b), Some(w)) => b as usize + w.count_ones() as usize,
+            _ => 0,
+        }
+    }
+}
+
+fn set_bits(words: &mut [u64], from: usize, to: usize) {
+    let to = to.min(words.len() * 64);
+    let mut bit = from;
+    while bit < to {
+        let (w, shift) = (bit / 64, bit % 64);
+        let n = (64 - shift).min(to - bit);
+        words[w] |= (u64::MAX >> (64 - n)) << shift;
+        bit += n;
+    }
+}
+
+/// A run of Parquet's RLE/bit-packing hybrid encoding, as stored.
+#[derive(Clone, Copy)]
+enum RawRun<'d> {
+    /// One value, this many times.
+    Repeat(u32, usize),
+    /// Bit-packed values (groups of 8 in `width` bytes each), this many of them used.
+    Packed(&'d [u8], usize),
+}
+
+impl RawRun<'_> {
+    fn len(&self) -> usize {
+        match *self {
+            RawRun::Repeat(_, n) | RawRun::Packed(_, n) => n,
+        }
+    }
+}
+
+/// Reads the header and body of the run at the start of `data`, of at most `left` values;
+/// returns it and what follows. A bit-packed body cut short is taken as it is (the values
+/// past its end read as zeros).
+fn raw_run(data: &[u8], width: usize, left: usize) -> Option<(RawRun<'_>, &[u8])> {
+    let mut data = data;
+    let header = uleb(&mut data)?;
+    let count = usize::try_from(header >> 1).ok()?;
+    if header & 1 == 1 {
+        let bytes = count.checked_mul(width)?;
+        let (body, rest) = data.split_at(bytes.min(data.len()));
+        Some((RawRun::Packed(body, count.checked_mul(8)?.min(left)), rest))
+    } else {
+        let (value, rest) = data.split_at_checked(width.div_ceil(8))?;
+        let mut word = [0u8; 4];
+        word[..value.len()].copy_from_slice(value);
+        Some((
+            RawRun::Repeat(u32::from_le_bytes(word), count.min(left)),
+            rest,
+        ))
+    }
+}
+
+/// Calls `f` with the runs of the first `n` values of the RLE/bit-packing hybrid encoding
+/// at `width` bits; `None` if the data ends early.
+fn hybrid_runs(mut data: &[u8], width: usize, n: usize, mut f: impl FnMut(RawRun)) -> Option<()> {
+    if width > 32 {
+        return None;
+    }
+    let mut left = n;
+    while left > 0 {
+        let (run, rest) = raw_run(data, width, left)?;
+        if run.len() > 0 {
+            f(run);
+        }
+        left -= run.len();
+        data = rest;
+    }
+    Some(())
+}
+
+/// The value at one position of an RLE/bit-packing hybrid encoded sequence, positions asked
+/// in ascending order: the runs before are passed over by their headers, and only the
+/// values asked for are unpacked. Holds offsets into the page it reads, which each call
+/// passes.
+struct Hybrid {
+    width: usize,
+    /// The encoded values: `at` is where the next run starts.
+    at: usize,
+    end: usize,
+    /// The current run: its positions, and its value or where its bit-packed values start.
+    start: usize,
+    stop: usize,
+    repeat: Option<u32>,
+    packed: Range<usize>,
+}
+
+impl Hybrid {
+    fn new(data: Range<usize>, width: usize) -> Option<Hybrid> {
+        (width <= 32).then_some(Hybrid {
+            width,
+            at: data.start,
+            end: data.end,
+            start: 0,
+            stop: 0,
+            repeat: None,
+            packed: 0..0,
         })
+    }
+
+    fn get(&mut self, buf: &[u8], pos: usize) -> Option<u32> {
+        while pos >= self.stop {
+            let data = buf.get(self.at..self.end)?;
+            let (run, rest) = raw_run(data, self.width, usize::MAX)?;
+            let at = self.end - rest.len();
+            match run {
+                RawRun::Repeat(v, _) => self.repeat = Some(v),
+                RawRun::Packed(body, _) => {
+                    self.repeat = None;
+                    self.packed = at - body.len()..at;
+                }
+            }
+            self.at = at;
+            self.start = self.stop;
+            self.stop += run.len();
+        }
+        if let Some(v) = self.repeat {
+            return Some(v);
+        }
+        let bit = (pos - self.start) * self.width;
+        let from = self.packed.start + bit / 8;
+        let mut word = [0u8; 8];
+        if let Some(b) = buf
+            .get(from..from + 8)
+            .filter(|_| from + 8 <= self.packed.end)
+        {
+            word.copy_from_slice(b);
+        } else {
+            let b = buf.get(from.min(self.packed.end)..self.packed.end)?;
+            word[..b.len()].copy_from_slice(b);
+        }
+        let mask = u64::MAX >> (64 - self.width.max(1));
+        let v = u64::from_le_bytes(word) >> (bit % 8);
+        Some(if self.width == 0 {
+            0
+        } else {
+            (v & mask) as u32
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parquet::basic::PageType;
+    use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+    use parquet::file::properties::WriterPropertiesBuilder;
+    use parquet::schema::types::ColumnPath;
+
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// Writes `recs` as a segment through parquet-rs's own column writers, as sekisho did
+    /// before it encoded pages itself (and as other tools may), with `props`.
+    fn write_with(path: &Path, recs: &[Record], props: WriterPropertiesBuilder) {
+        let props = props
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                SCHEMA_KEY.to_string(),
+                SCHEMA_VERSION.to_string(),
+            )]))
+            .build();
+        let file = File::create(path).expect("create");
+        let mut w = SerializedFileWriter::new(file, schema(), Arc::new(props)).expect("writer");
+        for group in recs.chunks(3_000) {
+            let mut g = w.next_row_group().expect("row group");
+            for col in Col::ALL {
+                let mut c = g.next_column().expect("column").expect("a column");
+                match physical(col) {
+                    Physical::Int64 => {
+                        let v: Vec<i64> = group
+                            .iter()
+                            .map(|r| match col {
+                                Col::First => r.first_us,
+                                Col::Last => r.last_us,
+                                Col::PacketsFwd => r.packets_fwd as i64,
+                                Col::BytesFwd => r.bytes_fwd as i64,
+                                Col::PacketsRev => r.packets_rev as i64,
+                                Col::BytesRev => r.bytes_rev as i64,
+                                _ => r.lost as i64,
+                            })
+                            .collect();
+                        c.typed::<Int64Type>().write_batch(&v, None, None)
+                    }
+                    Physical::Int32 => {
+                        let v: Vec<i32> = group
+                            .iter()
+                            .map(|r| match col {
+                                Col::Generation => r.generation as i32,
+                                Col::Rule => r.rule as i32,
+                                Col::Proto => i32::from(r.proto),
+                                Col::Sport => i32::from(r.sport),
+                                Col::Dport => i32::from(r.dport),
+                                _ => i32::from(r.tcp_flags),
+                            })
+                            .collect();
+                        c.typed::<Int32Type>().write_batch(&v, None, None)
+                    }
+                    Physical::Bytes => {
+                        let text: Vec<Option<String>> = group
+                            .iter()
+                            .map(|r| match col {
+                                Col::Event => Some(r.event.name().to_string()),
+                                Col::Verdict => Some(r.verdict.name().to_string()),
+                                Col::Reason => Some(reason_text(r.reason)),
+                                Col::Src => r.src.map(|a| a.to_string()),
+                                Col::Dst => r.dst.map(|a| a.to_string()),
+                                Col::Close => r.close.map(|c| c.name().to_string()),
+                                _ => {
+                                    let name = match col {
+                                        Col::RuleName => &r.rule_name,
+                                        Col::Interface => &r.interface,
+                                        Col::SrcAsset => &r.src_asset,
+                                        Col::SrcRole => &r.src_role,
+                                        Col::SrcPeer => &r.src_peer,
+                                        Col::DstAsset => &r.dst_asset,
+                                        Col::DstRole => &r.dst_role,
+                                        _ => &r.dst_peer,
+                                    };
+                                    name.as_deref().map(str::to_string)
+                                }
+                            })
+                            .collect();
+                        let values: Vec<ByteArray> = text
+                            .iter()
+                            .flatten()
+                            .map(|s| ByteArray::from(s.as_str()))
+                            .collect();
+                        let defs: Vec<i16> = text.iter().map(|t| i16::from(t.is_some())).collect();
+                        let optional = !matches!(col, Col::Event | Col::Verdict | Col::Reason);
+                        c.typed::<ByteArrayType>().write_batch(
+                            &values,
+                            optional.then_some(&defs[..]),
+                            None,
+                        )
+                    }
+                }
+                .expect("write column");
+                c.close().expect("close column");
+            }
+            g.close().expect("close row group");
+        }
+        w.close().expect("close");
+    }
+
+    /// Every number column delta-encoded.
+    fn delta(mut b: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+        for col in Col::ALL {
+            if physical(col) != Physical::Bytes {
+                b = b
+                    .set_column_dictionary_enabled(ColumnPath::from(col.name()), false)
+                    .set_column_encoding(
+                        ColumnPath::from(col.name()),
+                        Encoding::DELTA_BINARY_PACKED,
+                    );
+            }
+        }
+        b
+    }
+
+    fn records() -> Vec<Record> {
+        let mut recs = synthetic(10_000, 17);
+        let t = recs[4_000].first_us;
+        recs.push(Record::gap(t, t + 5_000_000, 3));
+        recs.sort_by_key(|r| (r.first_us, r.last_us));
+        recs
+    }
+
+    /// Segments whose pages parquet-rs encoded read back whole and filtered: dictionary
+    /// pages of version 1 and 2, dictionaries that overflow into plain pages, delta-encoded
+    /// numbers, and encodings the page decoder leaves to the column reader.
+    #[test]
+    fn pages_encoded_by_parquet_rs_read_back() {
+        let tmp = TempDir::new("segment-parquet-rs");
+        let recs = records();
+        let base = || {
+            WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_statistics_enabled(EnabledStatistics::Page)
+                .set_data_page_row_count_limit(700)
+                .set_write_batch_size(100)
+        };
+        let variants = [
+            (
+                "dictionaries, version 1 pages, some overflowing",
+                base()
+                    .set_writer_version(WriterVersion::PARQUET_1_0)
+                    .set_dictionary_page_size_limit(400),
+                (PageType::DATA_PAGE, Encoding::PLAIN),
+            ),
+            (
+                "version 2 pages, delta numbers",
+                delta(base().set_writer_version(WriterVersion::PARQUET_2_0)),
+                (PageType::DATA_PAGE_V2, Encoding::RLE_DICTIONARY),
+            ),
+            (
+                "plain numbers and strings, no dictionaries",
+                base()
+                    .set_writer_version(WriterVersion::PARQUET_1_0)
+                    .set_dictionary_enabled(false),
+                (PageType::DATA_PAGE, Encoding::PLAIN),
+            ),
+            (
+                "strings delta-encoded: the column reader",
+                delta(
+                    base()
+                        .set_writer_version(WriterVersion::PARQUET_1_0)
+                        .set_dictionary_enabled(false)
+                        .set_encoding(Encoding::DELTA_LENGTH_BYTE_ARRAY),
+                ),
+                (PageType::DATA_PAGE, Encoding::DELTA_LENGTH_BYTE_ARRAY),
+            ),
+        ];
+        let mid = recs[recs.len() / 2].first_us;
+        let filters = [
+            Filter::default(),
+            Filter {
+                asset: Some("cs-02".into()),
+                since_us: Some(mid),
+                ..Filter::default()
+            },
+            Filter {
+                asset: Some("term-007".into()),
+                ..Filter::default()
+            },
+            Filter {
+                addr: Some("172.16.0.0/24".parse().expect("net")),
+                port: Some(443),
+                until_us: Some(mid),
+                ..Filter::default()
+            },
+        ];
+        for (what, props, kind) in variants {
+            let path = tmp.join("s.parquet");
+            write_with(&path, &recs, props);
+            // The page kind each variant is there for is in the file.
+            let reader = open(&path).expect("open");
+            let group = reader.get_row_group(0).expect("row group");
+            let mut pages = group
+                .get_column_page_reader(Col::SrcAsset.index())
+                .expect("pages");
+            let mut kinds = Vec::new();
+            while let Some(page) = pages.get_next_page().expect("page") {
+                kinds.push((page.page_type(), page.encoding()));
+            }
+            assert!(kinds.contains(&kind), "{what}: {kinds:?}");
+            assert_eq!(read_all(&path).expect("read"), recs, "{what}");
+            for f in &filters {
+                let want: Vec<&Record> = recs.iter().filter(|r| f.matches(r)).collect();
+                let mut got = Vec::new();
+                read(&path, f, &mut |r| {
+                    got.push(r);
+                    true
+                })
+                .expect("read");
+                assert_eq!(got.iter().collect::<Vec<_>>(), want, "{what}: {f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn delta_pages_decode_at_every_width() {
+        // Differences from 0 to 2^63 in each miniblock; the writer's encoder is in write.rs,
+        // parquet-rs's is checked above.
+        let values: Vec<i64> = (0..1_000i64)
+            .map(|i| match i % 7 {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                2 => 0,
+                _ => i.wrapping_mul(0x1e37_79b9_7f4a_7c15) >> (i % 64),
+            })
+            .collect();
+        let tmp = TempDir::new("segment-delta");
+        let path = tmp.join("s.parquet");
+        let recs: Vec<Record> = values
+            .iter()
+            .map(|&v| Record {
+                first_us: v,
+                last_us: v,
+                packets_fwd: v as u64,
+                ..Record::default()
+            })
+            .collect();
+        write_with(&path, &recs, delta(WriterProperties::builder()));
+        assert_eq!(read_all(&path).expect("read"), recs);
+    }
+
+    /// The RLE/bit-packing hybrid encoding: runs of 8 or more equal values repeated, the
+    /// rest bit-packed a group of 8 at a time.
+    fn hybrid_encode(values: &[u32], width: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let uleb = |out: &mut Vec<u8>, mut v: usize| {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        };
+        let mut i = 0;
+        while i < values.len() {
+            let run = values[i..].iter().take_while(|&&v| v == values[i]).count();
+            if run >= 8 {
+                uleb(&mut out, run << 1);
+                out.extend_from_slice(&values[i].to_le_bytes()[..width.div_ceil(8)]);
+                i += run;
+                continue;
+            }
+            uleb(&mut out, (1 << 1) | 1);
+            let mut acc = 0u128;
+            for (k, &v) in values[i..].iter().take(8).enumerate() {
+                acc |= u128::from(v) << (k * width);
+            }
+            out.extend_from_slice(&acc.to_le_bytes()[..width]);
+            i += 8;
+        }
+        out
+    }
+
+    #[test]
+    fn levels_and_indices_read_forward() {
+        // Runs of nulls and values of every length around the group of 8 and the word of 64.
+        let mut defs = Vec::new();
+        for len in [1usize, 7, 8, 9, 63, 64, 65, 130, 3] {
+            defs.extend(std::iter::repeat_n(1u32, len));
+            defs.extend(std::iter::repeat_n(0u32, len % 5));
+            defs.extend((0..len).map(|i| u32::from(i % 3 == 0)));
+        }
+        let buf = hybrid_encode(&defs, 1);
+        let present = Present::parse(&buf, defs.len()).expect("levels");
+        let mut rank = 0;
+        for (i, &d) in defs.iter().enumerate() {
+            assert_eq!(present.rank(i), (d == 1).then_some(rank), "row {i}");
+            rank += d as usize;
+        }
+        assert_eq!(present.count(), rank);
+
+        let values: Vec<u32> = (0..2_000u32)
+            .map(|i| if i % 300 < 40 { 5 } else { i * 7 % 1_000 })
+            .collect();
+        let mut buf = vec![0u8; 3];
+        buf.extend(hybrid_encode(&values, 10));
+        let mut h = Hybrid::new(3..buf.len(), 10).expect("width");
+        for (i, &v) in values.iter().enumerate().step_by(3) {
+            assert_eq!(h.get(&buf, i), Some(v), "value {i}");
+        }
+        assert_eq!(h.get(&buf, values.len() + 8), None);
     }
 }
