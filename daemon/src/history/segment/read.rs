@@ -775,6 +775,7 @@ impl Scan<'_> {
                 }
             }
             Column::Bytes(c) => {
+                let set = val_setter(col);
                 let (names, addrs) = (&mut self.names, &mut self.addrs);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
@@ -797,7 +798,10 @@ impl Scan<'_> {
                                 row,
                                 format!("{:?}", String::from_utf8_lossy(v.unwrap_or_default())),
                             ));
-                        } else if !assign(&mut recs[i], col, val.flatten().as_ref()) {
+                        } else if !val
+                            .flatten()
+                            .map_or(nullable(col), |v| set(&mut recs[i], &v))
+                        {
                             bad.get_or_insert((row, "null".to_string()));
                         }
                     })
@@ -1161,35 +1165,78 @@ fn convert(col: Col, bytes: &[u8], names: &mut Interner) -> Option<Val> {
     })
 }
 
-/// Stores a byte-array column's value (`None`: null) in its field; `false` when the
-/// column may not hold it.
-fn assign(rec: &mut Record, col: Col, val: Option<&Val>) -> bool {
-    match (col, val) {
-        (Col::Event, Some(Val::Event(e))) => rec.event = *e,
-        (Col::Verdict, Some(Val::Verdict(v))) => rec.verdict = *v,
-        (Col::Reason, Some(Val::Reason(r))) => rec.reason = *r,
-        (Col::Close, Some(Val::Close(c))) => rec.close = Some(*c),
-        (Col::Src, Some(Val::Addr(a))) => rec.src = Some(*a),
-        (Col::Dst, Some(Val::Addr(a))) => rec.dst = Some(*a),
-        (Col::Event | Col::Verdict | Col::Reason, _) => return false,
-        (_, None) => {}
-        (col, Some(Val::Name(n))) => {
-            let field = match col {
-                Col::RuleName => &mut rec.rule_name,
-                Col::Interface => &mut rec.interface,
-                Col::SrcAsset => &mut rec.src_asset,
-                Col::SrcRole => &mut rec.src_role,
-                Col::SrcPeer => &mut rec.src_peer,
-                Col::DstAsset => &mut rec.dst_asset,
-                Col::DstRole => &mut rec.dst_role,
-                Col::DstPeer => &mut rec.dst_peer,
-                _ => return false,
-            };
-            *field = Some(n.clone());
-        }
-        _ => return false,
+/// Whether a byte-array column may be null.
+fn nullable(col: Col) -> bool {
+    !matches!(col, Col::Event | Col::Verdict | Col::Reason)
+}
+
+/// Stores a byte-array column's value in its field; `false` when the column may not hold
+/// it. Chosen once per column, so that a row costs no match on the column.
+fn val_setter(col: Col) -> fn(&mut Record, &Val) -> bool {
+    match col {
+        Col::Event => |r, v| match v {
+            Val::Event(e) => {
+                r.event = *e;
+                true
+            }
+            _ => false,
+        },
+        Col::Verdict => |r, v| match v {
+            Val::Verdict(x) => {
+                r.verdict = *x;
+                true
+            }
+            _ => false,
+        },
+        Col::Reason => |r, v| match v {
+            Val::Reason(x) => {
+                r.reason = *x;
+                true
+            }
+            _ => false,
+        },
+        Col::Close => |r, v| match v {
+            Val::Close(c) => {
+                r.close = Some(*c);
+                true
+            }
+            _ => false,
+        },
+        Col::Src => |r, v| match v {
+            Val::Addr(a) => {
+                r.src = Some(*a);
+                true
+            }
+            _ => false,
+        },
+        Col::Dst => |r, v| match v {
+            Val::Addr(a) => {
+                r.dst = Some(*a);
+                true
+            }
+            _ => false,
+        },
+        Col::RuleName => |r, v| set_name(&mut r.rule_name, v),
+        Col::Interface => |r, v| set_name(&mut r.interface, v),
+        Col::SrcAsset => |r, v| set_name(&mut r.src_asset, v),
+        Col::SrcRole => |r, v| set_name(&mut r.src_role, v),
+        Col::SrcPeer => |r, v| set_name(&mut r.src_peer, v),
+        Col::DstAsset => |r, v| set_name(&mut r.dst_asset, v),
+        Col::DstRole => |r, v| set_name(&mut r.dst_role, v),
+        Col::DstPeer => |r, v| set_name(&mut r.dst_peer, v),
+        _ => |_, _| false,
     }
-    true
+}
+
+#[inline]
+fn set_name(field: &mut Option<Arc<str>>, v: &Val) -> bool {
+    match v {
+        Val::Name(n) => {
+            *field = Some(n.clone());
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Stores a 64-bit (or sign-extended 32-bit) column's value in its field; `false` when the
@@ -1487,6 +1534,7 @@ impl PageCursor {
                 return Err(Fault::Corrupt("rows"));
             };
             if self.physical == Physical::Bytes {
+                let (set, nullable) = (val_setter(col), nullable(col));
                 for (&row, rec) in page_rows.iter().zip(page_recs) {
                     let k = row as usize - start;
                     let text = match page {
@@ -1495,14 +1543,14 @@ impl PageCursor {
                             present,
                             indices,
                         } => match present.as_ref().map_or(Some(k), |p| p.rank(k)) {
-                            None if assign(rec, col, None) => continue,
+                            None if nullable => continue,
                             None => "null".to_string(),
                             Some(at) => {
                                 let index = indices
                                     .get(page.buffer(), at)
                                     .ok_or(Fault::Corrupt("page"))?;
                                 match self.vals.get(index as usize) {
-                                    Some(Ok(v)) if assign(rec, col, Some(v)) => continue,
+                                    Some(Ok(v)) if set(rec, v) => continue,
                                     Some(Ok(_)) => "null".to_string(),
                                     Some(Err(text)) => format!("{text:?}"),
                                     None => return Err(Fault::Corrupt("dictionary index")),
@@ -1511,12 +1559,12 @@ impl PageCursor {
                         },
                         Decoded::Plain { present, values } => {
                             match present.as_ref().map_or(Some(k), |p| p.rank(k)) {
-                                None if assign(rec, col, None) => continue,
+                                None if nullable => continue,
                                 None => "null".to_string(),
                                 Some(at) => {
                                     let v = values.get(at).ok_or(Fault::Corrupt("values"))?;
                                     match convert(col, v, names) {
-                                        Some(v) if assign(rec, col, Some(&v)) => continue,
+                                        Some(v) if set(rec, &v) => continue,
                                         Some(_) => "null".to_string(),
                                         None => format!("{:?}", String::from_utf8_lossy(v)),
                                     }
@@ -1846,67 +1894,73 @@ fn hybrid_runs(mut data: &[u8], width: usize, n: usize, mut f: impl FnMut(RawRun
 /// passes.
 struct Hybrid {
     width: usize,
+    mask: u64,
     /// The encoded values: `at` is where the next run starts.
     at: usize,
     end: usize,
     /// The current run: its positions, and its value or where its bit-packed values start.
     start: usize,
     stop: usize,
-    repeat: Option<u32>,
-    packed: Range<usize>,
+    repeat: bool,
+    value: u32,
+    packed: usize,
 }
 
 impl Hybrid {
     fn new(data: Range<usize>, width: usize) -> Option<Hybrid> {
         (width <= 32).then_some(Hybrid {
             width,
+            mask: (1u64 << width) - 1,
             at: data.start,
             end: data.end,
             start: 0,
             stop: 0,
-            repeat: None,
-            packed: 0..0,
+            repeat: true,
+            value: 0,
+            packed: 0,
         })
     }
 
+    /// The value at `pos`, at or after the positions asked for before; `None` past the end.
+    #[inline]
     fn get(&mut self, buf: &[u8], pos: usize) -> Option<u32> {
+        if pos >= self.stop {
+            self.advance(buf, pos)?;
+        }
+        if self.repeat {
+            return Some(self.value);
+        }
+        let bit = (pos - self.start) * self.width;
+        let from = self.packed + bit / 8;
+        // Bytes past the run are masked off; a body cut short at the end reads as zeros.
+        let word = match buf.get(from..from + 8) {
+            Some(b) if from + 8 <= self.end => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+            _ => {
+                let mut word = [0u8; 8];
+                let b = buf.get(from.min(self.end)..self.end)?;
+                word[..b.len()].copy_from_slice(b);
+                u64::from_le_bytes(word)
+            }
+        };
+        Some(((word >> (bit % 8)) & self.mask) as u32)
+    }
+
+    /// Moves to the run that holds `pos`.
+    #[cold]
+    fn advance(&mut self, buf: &[u8], pos: usize) -> Option<()> {
         while pos >= self.stop {
             let data = buf.get(self.at..self.end)?;
             let (run, rest) = raw_run(data, self.width, usize::MAX)?;
             let at = self.end - rest.len();
             match run {
-                RawRun::Repeat(v, _) => self.repeat = Some(v),
-                RawRun::Packed(body, _) => {
-                    self.repeat = None;
-                    self.packed = at - body.len()..at;
-                }
+                RawRun::Repeat(v, _) => (self.repeat, self.value) = (true, v),
+                RawRun::Packed(body, _) => (self.repeat, self.packed) = (false, at - body.len()),
             }
             self.at = at;
             self.start = self.stop;
             self.stop += run.len();
         }
-        if let Some(v) = self.repeat {
-            return Some(v);
-        }
-        let bit = (pos - self.start) * self.width;
-        let from = self.packed.start + bit / 8;
-        let mut word = [0u8; 8];
-        if let Some(b) = buf
-            .get(from..from + 8)
-            .filter(|_| from + 8 <= self.packed.end)
-        {
-            word.copy_from_slice(b);
-        } else {
-            let b = buf.get(from.min(self.packed.end)..self.packed.end)?;
-            word[..b.len()].copy_from_slice(b);
-        }
-        let mask = u64::MAX >> (64 - self.width.max(1));
-        let v = u64::from_le_bytes(word) >> (bit % 8);
-        Some(if self.width == 0 {
-            0
-        } else {
-            (v & mask) as u32
-        })
+        Some(())
     }
 }
 
