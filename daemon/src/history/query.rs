@@ -8,10 +8,13 @@
 //! Gap records match every filter except the time range, so that a reader of a filtered
 //! history still sees where records are missing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
@@ -261,9 +264,21 @@ pub fn query(
     Ok(stats)
 }
 
-/// Reads the segments whose time range can match, in order, several at a time on as many
-/// threads as the machine has cores (a sparse match needs every page of every column, so
-/// a query is bound by decompression). `true` when the query is done.
+/// Below this many records still wanted, segments are read one at a time on the calling
+/// thread: a small limit is met within a segment or two, and reading ahead would be waste.
+const PARALLEL_FROM: usize = 50_000;
+
+/// Records a reading thread hands over at a time, and the chunks of one segment that may
+/// wait to be taken before its thread waits too: about 16 MB, more than most segments'
+/// matches, so that a thread rarely waits, and memory stays bounded however many match.
+/// (Small in tests, so that a few hundred records cross both limits.)
+const CHUNK: usize = if cfg!(test) { 7 } else { 4_096 };
+const CHUNKS_AHEAD: usize = if cfg!(test) { 3 } else { 16 };
+
+/// Reads the segments whose time range can match, in order: on as many threads as the
+/// machine has cores when many records may be wanted (a query is bound by decompression
+/// and decoding, which segments do apart), on this one otherwise. `true` when the query is
+/// done.
 fn read_segments(
     root: &Path,
     entries: &[&Entry],
@@ -289,67 +304,185 @@ fn read_segments(
         }
         wanted.push(path);
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for batch in wanted.chunks(threads) {
-        if *remaining == 0 {
-            return Ok(true);
-        }
+    let threads = match *remaining >= PARALLEL_FROM {
+        true => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        false => 1,
+    };
+    read_paths(&wanted, filter, threads, remaining, stats, out)
+}
+
+/// Reads the segments at `paths` in order, on `threads` threads (on this one for 1).
+fn read_paths(
+    paths: &[PathBuf],
+    filter: &Filter,
+    threads: usize,
+    remaining: &mut usize,
+    stats: &mut QueryStats,
+    out: &mut dyn FnMut(Record) -> bool,
+) -> Result<bool, QueryError> {
+    if threads > 1 && paths.len() > 1 {
+        return read_parallel(paths, filter, threads, remaining, stats, out);
+    }
+    for path in paths {
         let f = Filter {
             limit: Some(*remaining),
             ..filter.clone()
         };
-        stats.segments_read += batch.len() as u64;
-        if let [path] = batch {
-            // One at a time: straight to `out`, nothing held.
-            let scan =
-                segment::read(path, &f, out).map_err(|source| QueryError::Segment { source })?;
-            stats.add_scan(&scan);
-            *remaining -= scan.records_matched as usize;
-            if scan.stopped {
-                return Ok(true);
-            }
-            continue;
-        }
-        let results: Vec<Result<(ScanStats, Vec<Record>), SegmentError>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|path| {
-                        let f = &f;
-                        s.spawn(move || {
-                            let mut records = Vec::new();
-                            let scan = segment::read(path, f, &mut |r| {
-                                records.push(r);
-                                true
-                            })?;
-                            Ok((scan, records))
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
-        for result in results {
-            let (scan, records) = result.map_err(|source| QueryError::Segment { source })?;
-            stats.add_scan(&ScanStats {
-                records_matched: 0,
-                ..scan
-            });
-            for rec in records {
-                stats.records_matched += 1;
-                *remaining -= 1;
-                if !out(rec) || *remaining == 0 {
-                    return Ok(true);
-                }
-            }
+        stats.segments_read += 1;
+        let scan = segment::read(path, &f, out).map_err(|source| QueryError::Segment { source })?;
+        stats.add_scan(&scan);
+        *remaining -= scan.records_matched as usize;
+        if scan.stopped {
+            return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// What a reading thread sends of its segment: the matching records in file order, then
+/// how the read went.
+enum Part {
+    Records(Vec<Record>),
+    Done(Result<ScanStats, SegmentError>),
+}
+
+/// Reads `paths` on `threads` threads, each a whole segment at a time, and hands the records
+/// to `out` on this thread in the order a sequential read gives them. At most one segment
+/// per thread is read ahead of the one being handed over.
+fn read_parallel(
+    paths: &[PathBuf],
+    filter: &Filter,
+    threads: usize,
+    remaining: &mut usize,
+    stats: &mut QueryStats,
+    out: &mut dyn FnMut(Record) -> bool,
+) -> Result<bool, QueryError> {
+    let f = Filter {
+        limit: Some(*remaining),
+        ..filter.clone()
+    };
+    let stop = AtomicBool::new(false);
+    let (jobs, queue) = mpsc::channel::<(&Path, SyncSender<Part>)>();
+    let queue = Mutex::new(queue);
+    // Chunks handed back empty: filled again without allocating and touching new pages.
+    let spare = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| read_jobs(&queue, &f, &stop, &spare));
+        }
+        let mut ahead = VecDeque::new();
+        let mut sent = 0;
+        let done = (|| {
+            for (i, path) in paths.iter().enumerate() {
+                while sent < paths.len() && sent <= i + threads {
+                    let (tx, rx) = mpsc::sync_channel(CHUNKS_AHEAD);
+                    if jobs.send((&paths[sent], tx)).is_err() {
+                        // No thread is left: one panicked, and the scope passes it on.
+                        return Ok(true);
+                    }
+                    ahead.push_back(rx);
+                    sent += 1;
+                }
+                let Some(rx) = ahead.pop_front() else {
+                    return Ok(true);
+                };
+                stats.segments_read += 1;
+                let mut taken = 0;
+                loop {
+                    match rx.recv() {
+                        Ok(Part::Records(mut records)) => {
+                            for rec in records.drain(..) {
+                                taken += 1;
+                                stats.records_matched += 1;
+                                *remaining -= 1;
+                                if !out(rec) || *remaining == 0 {
+                                    stop.store(true, Ordering::Relaxed);
+                                    // The statistics of a read that stopped here, as reading
+                                    // one segment at a time gives them (the thread read on);
+                                    // they are evidence only, so a failure leaves them out.
+                                    let to_here = Filter {
+                                        limit: Some(taken),
+                                        ..filter.clone()
+                                    };
+                                    if let Ok(scan) = segment::read(path, &to_here, &mut |_| true) {
+                                        stats.add_scan(&ScanStats {
+                                            records_matched: 0,
+                                            ..scan
+                                        });
+                                    }
+                                    return Ok(true);
+                                }
+                            }
+                            if let Ok(mut spare) = spare.lock() {
+                                spare.push(records);
+                            }
+                        }
+                        Ok(Part::Done(Ok(scan))) => {
+                            // Records were counted as they were handed over.
+                            stats.add_scan(&ScanStats {
+                                records_matched: 0,
+                                ..scan
+                            });
+                            break;
+                        }
+                        Ok(Part::Done(Err(source))) => {
+                            return Err(QueryError::Segment { source });
+                        }
+                        Err(_) => return Ok(true),
+                    }
+                }
+            }
+            Ok(false)
+        })();
+        // Threads still reading stop at their next record, or when they next hand over.
+        stop.store(true, Ordering::Relaxed);
+        drop(jobs);
+        drop(ahead);
+        done
+    })
+}
+
+/// A reading thread: takes segments from `queue` until it is closed, and sends each
+/// segment's records in chunks.
+fn read_jobs(
+    queue: &Mutex<Receiver<(&Path, SyncSender<Part>)>>,
+    f: &Filter,
+    stop: &AtomicBool,
+    spare: &Mutex<Vec<Vec<Record>>>,
+) {
+    let new_chunk = || {
+        spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    };
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok((path, tx)) = job else { return };
+        if stop.load(Ordering::Relaxed) {
+            continue;
+        }
+        let mut chunk = new_chunk();
+        let result = segment::read(path, f, &mut |rec| {
+            chunk.push(rec);
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, new_chunk());
+                // Waits while the segment's chunks are not taken; fails once the query ended.
+                if tx.send(Part::Records(full)).is_err() {
+                    return false;
+                }
+            }
+            !stop.load(Ordering::Relaxed)
+        });
+        if !chunk.is_empty() && tx.send(Part::Records(chunk)).is_err() {
+            continue;
+        }
+        let _ = tx.send(Part::Done(result));
+    }
 }
 
 /// How `write_records` shows records.
@@ -856,6 +989,70 @@ mod tests {
         assert_eq!(stats.row_groups_read, stats.segments_read);
         assert_eq!(stats.records_matched, want.len() as u64);
         assert!(stats.records_scanned < all.len() as u64 / 25, "{stats:?}");
+    }
+
+    /// Segments read on several threads come out as one thread reads them: the same
+    /// records in the same order, the same statistics, whatever the limit and wherever
+    /// `out` stops, in chunks and with segments waiting to be taken.
+    #[test]
+    fn segments_read_on_threads_come_out_in_order() {
+        let tmp = TempDir::new("query-threads");
+        let root = tmp.path();
+        let all = history(root, 1, 250, 2);
+        let entries = manifest::read(root).expect("manifest");
+        let paths: Vec<PathBuf> = live(&entries).iter().map(|e| root.join(&e.path)).collect();
+        assert!(paths.len() >= 10, "{}", paths.len());
+        let filters = [
+            Filter::default(),
+            Filter {
+                asset: Some("cs-02".into()),
+                ..Filter::default()
+            },
+            Filter {
+                since_us: Some(START + 5 * HOUR),
+                until_us: Some(START + 9 * HOUR),
+                role: Some("terminal".into()),
+                ..Filter::default()
+            },
+        ];
+        for f in filters {
+            let want: Vec<&Record> = all.iter().filter(|r| f.matches(r)).collect();
+            assert!(want.len() > 100, "{f:?}");
+            for limit in [1, 2, 8, 99, want.len() - 1, want.len(), usize::MAX] {
+                for stop_after in [None, Some(1), Some(7), Some(60)] {
+                    let run = |threads| {
+                        let (mut got, mut stats) = (Vec::new(), QueryStats::default());
+                        let mut remaining = limit;
+                        let done =
+                            read_paths(&paths, &f, threads, &mut remaining, &mut stats, &mut |r| {
+                                got.push(r);
+                                stop_after.is_none_or(|n| got.len() < n)
+                            })
+                            .expect("read");
+                        (got, stats, remaining, done)
+                    };
+                    let one = run(1);
+                    let n = limit.min(want.len()).min(stop_after.unwrap_or(usize::MAX));
+                    assert_eq!(
+                        one.0.iter().collect::<Vec<_>>(),
+                        want[..n],
+                        "{f:?} {limit} {stop_after:?}"
+                    );
+                    for threads in [2, 3, 8] {
+                        let many = run(threads);
+                        assert!(
+                            many == one,
+                            "{threads} threads, {f:?}, limit {limit}, stop after {stop_after:?}: \
+                             {} records, {:?}; one thread: {} records, {:?}",
+                            many.0.len(),
+                            many.1,
+                            one.0.len(),
+                            one.1
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn record(first_us: i64, asset: &str, verdict: Verdict) -> Record {
