@@ -373,12 +373,6 @@ fn runs(mask: &[bool]) -> Vec<Range<usize>> {
     out
 }
 
-/// Whether any row in `lo..hi` is in `runs` (sorted, disjoint).
-fn any_in(runs: &[Range<usize>], lo: usize, hi: usize) -> bool {
-    let i = runs.partition_point(|r| r.end <= lo);
-    runs.get(i).is_some_and(|r| r.start < hi)
-}
-
 /// One `Arc<str>` per distinct name read, shared by every record that carries it.
 #[derive(Default)]
 struct Interner(FastMap<Box<[u8]>, Arc<str>>);
@@ -509,15 +503,8 @@ impl Scan<'_> {
         if gaps {
             // A gap matches whatever the other filters say: the reader must see it.
             let mut gap = vec![false; rows];
-            let wanted = runs(time);
             let want = Event::Gap.name().as_bytes();
-            self.eval_bytes(
-                group,
-                Col::Event,
-                &wanted,
-                &mut |v| v == Some(want),
-                &mut gap,
-            )?;
+            self.eval_bytes(group, Col::Event, time, &mut |v| v == Some(want), &mut gap)?;
             for ((f, t), g) in fields.iter_mut().zip(time).zip(&gap) {
                 *f |= *t && *g;
             }
@@ -534,7 +521,18 @@ impl Scan<'_> {
         check: &[Range<usize>],
         keep: impl Fn(i64) -> bool,
     ) -> Result<(), SegmentError> {
-        let wanted = intersect(&runs(mask), check);
+        // Only the pages the page index could not decide: the mask is not scanned whole.
+        let mut wanted = Vec::new();
+        for r in check {
+            let Some(rows) = mask.get(r.clone()) else {
+                continue;
+            };
+            wanted.extend(
+                runs(rows)
+                    .into_iter()
+                    .map(|w| w.start + r.start..w.end + r.start),
+            );
+        }
         if wanted.is_empty() {
             return Ok(());
         }
@@ -555,28 +553,27 @@ impl Scan<'_> {
         mask: &mut [bool],
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
     ) -> Result<(), SegmentError> {
-        let wanted = runs(mask);
         let mut hits = vec![false; mask.len()];
         for &col in cols {
-            self.eval_bytes(group, col, &wanted, pred, &mut hits)?;
+            self.eval_bytes(group, col, mask, pred, &mut hits)?;
         }
         and(mask, &hits);
         Ok(())
     }
 
     /// Sets `hits[row]` where `pred` holds for a byte-array column, for at least the rows
-    /// in `wanted`. Works on the pages: a dictionary-encoded page is decided once per
+    /// set in `wanted`. Works on the pages: a dictionary-encoded page is decided once per
     /// dictionary entry, then per row by its index, without building a value per row.
     /// Pages in an encoding this does not know go through the column reader instead.
     fn eval_bytes(
         &self,
         group: &dyn RowGroupReader,
         col: Col,
-        wanted: &[Range<usize>],
+        wanted: &[bool],
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
         hits: &mut [bool],
     ) -> Result<(), SegmentError> {
-        if wanted.is_empty() {
+        if !wanted.contains(&true) {
             return Ok(());
         }
         match self.eval_pages(group, col, wanted, pred, hits)? {
@@ -585,9 +582,9 @@ impl Scan<'_> {
                 // Hits set so far are right; the column reader sets the rest.
                 let mut cursor =
                     Cursor::<ByteArrayType>::new(group, col).map_err(|e| self.err(e))?;
-                for r in wanted {
+                for r in runs(wanted) {
                     cursor
-                        .read(r.clone(), |row, v| hits[row] |= pred(v.map(|b| b.data())))
+                        .read(r, |row, v| hits[row] |= pred(v.map(|b| b.data())))
                         .map_err(|e| self.err(e))?;
                 }
                 Ok(())
@@ -599,7 +596,7 @@ impl Scan<'_> {
         &self,
         group: &dyn RowGroupReader,
         col: Col,
-        wanted: &[Range<usize>],
+        wanted: &[bool],
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
         hits: &mut [bool],
     ) -> Result<Pages, SegmentError> {
@@ -612,11 +609,12 @@ impl Scan<'_> {
             .get_column_page_reader(col.index())
             .map_err(|e| self.err(e))?;
         let mut dict: Vec<bool> = Vec::new();
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
         let mut row = 0usize;
         while let Some(next) = pages.peek_next_page().map_err(|e| self.err(e))? {
             if !next.is_dict
                 && let Some(n) = next.num_rows
-                && !any_in(wanted, row, row + n)
+                && wanted.get(row..row + n).is_some_and(|w| !w.contains(&true))
             {
                 pages.skip_next_page().map_err(|e| self.err(e))?;
                 row += n;
@@ -625,42 +623,78 @@ impl Scan<'_> {
             let Some(page) = pages.get_next_page().map_err(|e| self.err(e))? else {
                 break;
             };
-            match decode_bytes_page(page, optional).ok_or_else(|| self.corrupt(col, "page"))? {
-                BytesPage::Dictionary(entries) => {
-                    dict.clear();
-                    dict.extend(entries.iter().map(|v| pred(Some(v))));
+            if let Page::DictionaryPage { num_values, .. } = &page {
+                let count = *num_values as usize;
+                let entries =
+                    PlainValues::parse(page, 0, count).ok_or_else(|| self.corrupt(col, "page"))?;
+                dict.clear();
+                dict.extend(entries.iter().map(|v| pred(Some(v))));
+                continue;
+            }
+            let Some((n, encoding, levels, at)) = page_layout(&page, optional) else {
+                return Ok(Pages::Unknown);
+            };
+            let corrupt = |what| self.corrupt(col, what);
+            let buf = &page.buffer()[..];
+            let present = match optional {
+                true => {
+                    let levels = buf.get(levels).ok_or_else(|| corrupt("page"))?;
+                    Some(Present::parse(levels, n).ok_or_else(|| corrupt("levels"))?)
                 }
-                BytesPage::Data(page) => {
-                    let n = page.rows.len();
-                    let page_hits = hits
-                        .get_mut(row..row + n)
-                        .ok_or_else(|| self.corrupt(col, "page rows"))?;
-                    match &page.plain {
-                        None => {
-                            for (h, &k) in page_hits.iter_mut().zip(&page.rows) {
-                                *h |= if k == NULL {
-                                    null_hit
-                                } else {
-                                    *dict
-                                        .get(k as usize)
-                                        .ok_or_else(|| self.corrupt(col, "dictionary index"))?
-                                };
-                            }
-                        }
-                        Some(plain) => {
-                            for (h, &k) in page_hits.iter_mut().zip(&page.rows) {
-                                *h |= if k == NULL {
-                                    null_hit
-                                } else {
-                                    pred(plain.get(k as usize))
-                                };
-                            }
+                false => None,
+            };
+            let count = present.as_ref().map_or(n, Present::count);
+            // Whether each value (of the rows that have one) matches.
+            values.clear();
+            match encoding {
+                Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
+                    if count > 0 {
+                        let (&width, data) = buf
+                            .get(at..)
+                            .and_then(<[u8]>::split_first)
+                            .ok_or_else(|| corrupt("page"))?;
+                        indices.clear();
+                        rle_decode(data, usize::from(width), count, &mut indices)
+                            .ok_or_else(|| corrupt("page"))?;
+                        for &k in &indices {
+                            values.push(
+                                *dict
+                                    .get(k as usize)
+                                    .ok_or_else(|| corrupt("dictionary index"))?,
+                            );
                         }
                     }
-                    row += n;
                 }
-                BytesPage::Unsupported => return Ok(Pages::Unknown),
+                Encoding::PLAIN => {
+                    let plain =
+                        PlainValues::parse(page, at, count).ok_or_else(|| corrupt("values"))?;
+                    values.extend(plain.iter().map(|v| pred(Some(v))));
+                }
+                _ => return Ok(Pages::Unknown),
             }
+            let page_hits = hits
+                .get_mut(row..row + n)
+                .ok_or_else(|| corrupt("page rows"))?;
+            match &present {
+                None => {
+                    for (h, &v) in page_hits.iter_mut().zip(&values) {
+                        *h |= v;
+                    }
+                }
+                Some(present) => {
+                    let mut values = values.iter();
+                    for (w, hits) in page_hits.chunks_mut(64).enumerate() {
+                        let word = present.words[w];
+                        for (bit, h) in hits.iter_mut().enumerate() {
+                            *h |= match (word >> bit) & 1 {
+                                1 => *values.next().ok_or_else(|| corrupt("levels"))?,
+                                _ => null_hit,
+                            };
+                        }
+                    }
+                }
+            }
+            row += n;
         }
         Ok(Pages::Done)
     }
@@ -1055,91 +1089,6 @@ impl PlainValues {
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         self.ranges.iter().map(|r| &self.page.buffer()[r.clone()])
     }
-}
-
-/// A data page of a byte-array column, one slot per row: the index of its value in the
-/// chunk's dictionary, or in the page's own `plain` values; `NULL` for a null.
-struct DataValues {
-    rows: Vec<u32>,
-    plain: Option<PlainValues>,
-}
-
-/// The slot of a null in `DataValues::rows`.
-const NULL: u32 = u32::MAX;
-
-enum BytesPage {
-    Dictionary(PlainValues),
-    Data(DataValues),
-    /// An encoding `decode_bytes_page` does not read.
-    Unsupported,
-}
-
-/// Decodes a page of a byte-array column (`None` when it is malformed): definition levels
-/// and dictionary indices are unpacked, values are not converted.
-fn decode_bytes_page(page: Page, optional: bool) -> Option<BytesPage> {
-    if let Page::DictionaryPage { num_values, .. } = &page {
-        let count = *num_values as usize;
-        return PlainValues::parse(page, 0, count).map(BytesPage::Dictionary);
-    }
-    let Some((n, encoding, levels, values)) = page_layout(&page, optional) else {
-        return Some(BytesPage::Unsupported);
-    };
-    let buf = &page.buffer()[..];
-    let levels = buf.get(levels)?;
-    let present = if optional {
-        let mut present = 0;
-        rle_runs(levels, 1, n, |run| match run {
-            Run::Repeat(d, count) => present += if d == 1 { count } else { 0 },
-            Run::Values(ds) => present += ds.iter().filter(|&&d| d == 1).count(),
-        })?;
-        present
-    } else {
-        n
-    };
-    let (indices, plain) = match encoding {
-        Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY => {
-            let mut indices = Vec::new();
-            if present > 0 {
-                let (&width, data) = buf.get(values..)?.split_first()?;
-                rle_decode(data, width as usize, present, &mut indices)?;
-            }
-            (indices, None)
-        }
-        Encoding::PLAIN => ((0..present as u32).collect(), None),
-        _ => return Some(BytesPage::Unsupported),
-    };
-    if indices.len() != present || indices.contains(&NULL) {
-        return None;
-    }
-    let rows = if optional {
-        let mut rows = Vec::with_capacity(n);
-        let mut k = 0;
-        rle_runs(levels, 1, n, |run| match run {
-            Run::Repeat(1, count) => {
-                rows.extend_from_slice(&indices[k..k + count]);
-                k += count;
-            }
-            Run::Repeat(_, count) => rows.extend(std::iter::repeat_n(NULL, count)),
-            Run::Values(ds) => {
-                for &d in ds {
-                    if d == 1 {
-                        rows.push(indices[k]);
-                        k += 1;
-                    } else {
-                        rows.push(NULL);
-                    }
-                }
-            }
-        })?;
-        rows
-    } else {
-        indices
-    };
-    let plain = match (encoding, plain) {
-        (Encoding::PLAIN, _) => Some(PlainValues::parse(page, values, present)?),
-        (_, plain) => plain,
-    };
-    Some(BytesPage::Data(DataValues { rows, plain }))
 }
 
 /// A value of a byte-array column, converted from its text once per dictionary entry.
