@@ -953,8 +953,13 @@ fn render(
         t,
         "Written by `cargo xtask bench` (`sekisho-bench-history`); issue #6's targets. \
          Machine: {nproc} CPUs ({cpu}), Linux {}. Figures from one run; the machine is \
-         shared, so they move by some percent between runs.",
-        kernel.trim()
+         shared, so they move between runs. Load average (1 min) when the run ended: {} — \
+         above 1 on this machine, other work took CPU from the run.",
+        kernel.trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into())
     )?;
     writeln!(t)?;
     writeln!(t, "| figure | measured | target or baseline | ratio |")?;
