@@ -2,8 +2,10 @@
 //!
 //! A query walks the manifest in order, skips segments whose time range cannot overlap the
 //! filter, lets `segment::read` prune row groups and pages by their statistics, then reads
-//! the WAL files that are not sealed yet. Records come out in time order per file, files in
-//! manifest order, then the WAL: the order they were sealed in.
+//! the WAL files that are not sealed yet. Records come out in time order per row group (a
+//! segment is one row group up to 262,144 records; a busier hour has several, in the
+//! order they were written), files in manifest order, then the WAL: the order they were
+//! sealed in.
 //!
 //! Gap records match every filter except the time range, so that a reader of a filtered
 //! history still sees where records are missing.
@@ -193,7 +195,7 @@ fn live(entries: &[Entry]) -> Vec<&Entry> {
 }
 
 /// Calls `out` with every record `filter` matches: sealed segments in manifest order, then
-/// the write-ahead log; within a file in time order. Stops when `out` returns `false` or
+/// the write-ahead log; within a row group in time order. Stops when `out` returns `false` or
 /// `filter.limit` records were given.
 pub fn query(
     root: &Path,
