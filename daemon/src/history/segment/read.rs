@@ -781,7 +781,7 @@ impl Scan<'_> {
                 })?;
             }
             Column::I64(c) => {
-                let set = int_setter(col);
+                let set = int_field(col, Boxed);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
                         if let (Some(i), Some(&v)) = (slot(row), v)
@@ -795,7 +795,7 @@ impl Scan<'_> {
                 }
             }
             Column::I32(c) => {
-                let set = int_setter(col);
+                let set = int_field(col, Boxed);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
                         if let (Some(i), Some(&v)) = (slot(row), v)
@@ -809,7 +809,7 @@ impl Scan<'_> {
                 }
             }
             Column::Bytes(c) => {
-                let set = val_setter(col);
+                let set = val_field(col, Boxed);
                 let (names, addrs) = (&mut self.names, &mut self.addrs);
                 for r in wanted {
                     c.read(r.clone(), |row, v| {
@@ -1119,61 +1119,137 @@ fn nullable(col: Col) -> bool {
     !matches!(col, Col::Event | Col::Verdict | Col::Reason)
 }
 
-/// Stores a byte-array column's value in its field; `false` when the column may not hold
-/// it. Chosen once per column, so that a row costs no match on the column.
-fn val_setter(col: Col) -> fn(&mut Record, &Val) -> bool {
+/// Something done with the code that stores a byte-array column's value in its field
+/// (`false` when the column may not hold it), given as a closure so that a loop over rows
+/// inlines it rather than matching on the column for each row.
+trait ValField {
+    type Out;
+    fn with<F: Fn(&mut Record, &Val) -> bool + 'static>(self, set: F) -> Self::Out;
+}
+
+fn val_field<V: ValField>(col: Col, v: V) -> V::Out {
     match col {
-        Col::Event => |r, v| match v {
+        Col::Event => v.with(|r, x| match x {
             Val::Event(e) => {
                 r.event = *e;
                 true
             }
             _ => false,
-        },
-        Col::Verdict => |r, v| match v {
+        }),
+        Col::Verdict => v.with(|r, x| match x {
             Val::Verdict(x) => {
                 r.verdict = *x;
                 true
             }
             _ => false,
-        },
-        Col::Reason => |r, v| match v {
+        }),
+        Col::Reason => v.with(|r, x| match x {
             Val::Reason(x) => {
                 r.reason = *x;
                 true
             }
             _ => false,
-        },
-        Col::Close => |r, v| match v {
+        }),
+        Col::Close => v.with(|r, x| match x {
             Val::Close(c) => {
                 r.close = Some(*c);
                 true
             }
             _ => false,
-        },
-        Col::Src => |r, v| match v {
+        }),
+        Col::Src => v.with(|r, x| match x {
             Val::Addr(a) => {
                 r.src = Some(*a);
                 true
             }
             _ => false,
-        },
-        Col::Dst => |r, v| match v {
+        }),
+        Col::Dst => v.with(|r, x| match x {
             Val::Addr(a) => {
                 r.dst = Some(*a);
                 true
             }
             _ => false,
-        },
-        Col::RuleName => |r, v| set_name(&mut r.rule_name, v),
-        Col::Interface => |r, v| set_name(&mut r.interface, v),
-        Col::SrcAsset => |r, v| set_name(&mut r.src_asset, v),
-        Col::SrcRole => |r, v| set_name(&mut r.src_role, v),
-        Col::SrcPeer => |r, v| set_name(&mut r.src_peer, v),
-        Col::DstAsset => |r, v| set_name(&mut r.dst_asset, v),
-        Col::DstRole => |r, v| set_name(&mut r.dst_role, v),
-        Col::DstPeer => |r, v| set_name(&mut r.dst_peer, v),
-        _ => |_, _| false,
+        }),
+        Col::RuleName => v.with(|r, x| set_name(&mut r.rule_name, x)),
+        Col::Interface => v.with(|r, x| set_name(&mut r.interface, x)),
+        Col::SrcAsset => v.with(|r, x| set_name(&mut r.src_asset, x)),
+        Col::SrcRole => v.with(|r, x| set_name(&mut r.src_role, x)),
+        Col::SrcPeer => v.with(|r, x| set_name(&mut r.src_peer, x)),
+        Col::DstAsset => v.with(|r, x| set_name(&mut r.dst_asset, x)),
+        Col::DstRole => v.with(|r, x| set_name(&mut r.dst_role, x)),
+        Col::DstPeer => v.with(|r, x| set_name(&mut r.dst_peer, x)),
+        _ => v.with(|_, _| false),
+    }
+}
+
+/// The same for a 64-bit (or sign-extended 32-bit) column.
+trait IntField {
+    type Out;
+    fn with<F: Fn(&mut Record, i64) -> bool + 'static>(self, set: F) -> Self::Out;
+}
+
+fn int_field<V: IntField>(col: Col, v: V) -> V::Out {
+    match col {
+        Col::First => v.with(|r, x| {
+            r.first_us = x;
+            true
+        }),
+        Col::Last => v.with(|r, x| {
+            r.last_us = x;
+            true
+        }),
+        Col::PacketsFwd => v.with(|r, x| {
+            r.packets_fwd = x as u64;
+            true
+        }),
+        Col::BytesFwd => v.with(|r, x| {
+            r.bytes_fwd = x as u64;
+            true
+        }),
+        Col::PacketsRev => v.with(|r, x| {
+            r.packets_rev = x as u64;
+            true
+        }),
+        Col::BytesRev => v.with(|r, x| {
+            r.bytes_rev = x as u64;
+            true
+        }),
+        Col::Lost => v.with(|r, x| {
+            r.lost = x as u64;
+            true
+        }),
+        // Unsigned 32-bit values are stored as their bit pattern.
+        Col::Generation => v.with(|r, x| {
+            r.generation = x as u32;
+            true
+        }),
+        Col::Rule => v.with(|r, x| {
+            r.rule = x as u32;
+            true
+        }),
+        Col::Proto => v.with(|r, x| u8::try_from(x).map(|x| r.proto = x).is_ok()),
+        Col::Sport => v.with(|r, x| u16::try_from(x).map(|x| r.sport = x).is_ok()),
+        Col::Dport => v.with(|r, x| u16::try_from(x).map(|x| r.dport = x).is_ok()),
+        Col::TcpFlags => v.with(|r, x| u8::try_from(x).map(|x| r.tcp_flags = x).is_ok()),
+        _ => v.with(|_, _| false),
+    }
+}
+
+/// The setter itself, for the column readers.
+struct Boxed;
+
+impl ValField for Boxed {
+    type Out = Box<dyn Fn(&mut Record, &Val) -> bool>;
+    fn with<F: Fn(&mut Record, &Val) -> bool + 'static>(self, set: F) -> Self::Out {
+        Box::new(set)
+    }
+}
+
+impl IntField for Boxed {
+    type Out = Box<dyn Fn(&mut Record, i64) -> bool>;
+    fn with<F: Fn(&mut Record, i64) -> bool + 'static>(self, set: F) -> Self::Out {
+        Box::new(set)
     }
 }
 
@@ -1185,55 +1261,6 @@ fn set_name(field: &mut Option<Arc<str>>, v: &Val) -> bool {
             true
         }
         _ => false,
-    }
-}
-
-/// Stores a 64-bit (or sign-extended 32-bit) column's value in its field; `false` when the
-/// field cannot hold it.
-fn int_setter(col: Col) -> fn(&mut Record, i64) -> bool {
-    match col {
-        Col::First => |r, v| {
-            r.first_us = v;
-            true
-        },
-        Col::Last => |r, v| {
-            r.last_us = v;
-            true
-        },
-        Col::PacketsFwd => |r, v| {
-            r.packets_fwd = v as u64;
-            true
-        },
-        Col::BytesFwd => |r, v| {
-            r.bytes_fwd = v as u64;
-            true
-        },
-        Col::PacketsRev => |r, v| {
-            r.packets_rev = v as u64;
-            true
-        },
-        Col::BytesRev => |r, v| {
-            r.bytes_rev = v as u64;
-            true
-        },
-        Col::Lost => |r, v| {
-            r.lost = v as u64;
-            true
-        },
-        // Unsigned 32-bit values are stored as their bit pattern.
-        Col::Generation => |r, v| {
-            r.generation = v as u32;
-            true
-        },
-        Col::Rule => |r, v| {
-            r.rule = v as u32;
-            true
-        },
-        Col::Proto => |r, v| u8::try_from(v).map(|v| r.proto = v).is_ok(),
-        Col::Sport => |r, v| u16::try_from(v).map(|v| r.sport = v).is_ok(),
-        Col::Dport => |r, v| u16::try_from(v).map(|v| r.dport = v).is_ok(),
-        Col::TcpFlags => |r, v| u8::try_from(v).map(|v| r.tcp_flags = v).is_ok(),
-        _ => |_, _| false,
     }
 }
 
@@ -1340,6 +1367,8 @@ fn decode_page(page: Page, optional: bool, physical: Physical) -> Result<(Decode
         false => None,
     };
     let count = present.as_ref().map_or(n, Present::count);
+    // A page without nulls reads its values by row.
+    let present = present.filter(|_| count < n);
     let width = if physical == Physical::Int32 { 4 } else { 8 };
     let decoded = match (encoding, physical) {
         (Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY, _) => {
@@ -1476,92 +1505,189 @@ impl PageCursor {
         while i < rows.len() {
             self.seek(rows[i] as usize, names)?;
             let n = i + rows[i..].partition_point(|&r| (r as usize) < self.end);
-            let (page_rows, page_recs) = (&rows[i..n], &mut recs[i..n]);
-            let start = self.start;
-            let col = self.col;
             let Some(page) = &mut self.page else {
                 return Err(Fault::Corrupt("rows"));
             };
-            if self.physical == Physical::Bytes {
-                let (set, nullable) = (val_setter(col), nullable(col));
-                for (&row, rec) in page_rows.iter().zip(page_recs) {
-                    let k = row as usize - start;
-                    let text = match page {
-                        Decoded::Indices {
-                            page,
-                            present,
-                            indices,
-                        } => match present.as_ref().map_or(Some(k), |p| p.rank(k)) {
-                            None if nullable => continue,
-                            None => "null".to_string(),
-                            Some(at) => {
-                                let index = indices
-                                    .get(page.buffer(), at)
-                                    .ok_or(Fault::Corrupt("page"))?;
-                                match self.vals.get(index as usize) {
-                                    Some(Ok(v)) if set(rec, v) => continue,
-                                    Some(Ok(_)) => "null".to_string(),
-                                    Some(Err(text)) => format!("{text:?}"),
-                                    None => return Err(Fault::Corrupt("dictionary index")),
-                                }
-                            }
-                        },
-                        Decoded::Plain { present, values } => {
-                            match present.as_ref().map_or(Some(k), |p| p.rank(k)) {
-                                None if nullable => continue,
-                                None => "null".to_string(),
-                                Some(at) => {
-                                    let v = values.get(at).ok_or(Fault::Corrupt("values"))?;
-                                    match convert(col, v, names) {
-                                        Some(v) if set(rec, &v) => continue,
-                                        Some(_) => "null".to_string(),
-                                        None => format!("{:?}", String::from_utf8_lossy(v)),
-                                    }
-                                }
-                            }
-                        }
-                        _ => return Err(Fault::Corrupt("page encoding")),
-                    };
-                    bad.get_or_insert((row as usize, text));
-                }
-            } else {
-                let set = int_setter(col);
-                let mut put = |row: u32, rec: &mut Record, v: i64| {
-                    if !set(rec, v) {
-                        bad.get_or_insert((row as usize, v.to_string()));
-                    }
-                };
-                match page {
-                    Decoded::Fixed { page, at, width } => {
-                        let buf = &page.buffer()[*at..];
-                        for (&row, rec) in page_rows.iter().zip(page_recs) {
-                            let k = (row as usize - start) * *width;
-                            put(row, rec, int_le(&buf[k..k + *width]));
-                        }
-                    }
-                    Decoded::Wide(values) => {
-                        for (&row, rec) in page_rows.iter().zip(page_recs) {
-                            put(row, rec, values[row as usize - start]);
-                        }
-                    }
-                    Decoded::Indices { page, indices, .. } => {
-                        for (&row, rec) in page_rows.iter().zip(page_recs) {
-                            let index = indices
-                                .get(page.buffer(), row as usize - start)
-                                .ok_or(Fault::Corrupt("page"))?;
-                            let v = *self
-                                .ints
-                                .get(index as usize)
-                                .ok_or(Fault::Corrupt("dictionary index"))?;
-                            put(row, rec, v);
-                        }
-                    }
-                    Decoded::Plain { .. } => return Err(Fault::Corrupt("page encoding")),
-                }
+            let fill = Fill {
+                page,
+                start: self.start,
+                rows: &rows[i..n],
+                recs: &mut recs[i..n],
+                bad: &mut bad,
+            };
+            match self.physical {
+                Physical::Bytes => val_field(
+                    self.col,
+                    FillVals {
+                        fill,
+                        col: self.col,
+                        dict: &self.vals,
+                        names: &mut *names,
+                    },
+                )?,
+                Physical::Int32 | Physical::Int64 => int_field(
+                    self.col,
+                    FillInts {
+                        fill,
+                        dict: &self.ints,
+                    },
+                )?,
             }
             i = n;
         }
         Ok(bad)
+    }
+}
+
+/// The rows of one page to store in `recs`, and the first value that could not be.
+struct Fill<'a> {
+    page: &'a mut Decoded,
+    start: usize,
+    rows: &'a [u32],
+    recs: &'a mut [Record],
+    bad: &'a mut Option<(usize, String)>,
+}
+
+struct FillVals<'a> {
+    fill: Fill<'a>,
+    col: Col,
+    dict: &'a [Result<Val, String>],
+    names: &'a mut Interner,
+}
+
+impl ValField for FillVals<'_> {
+    type Out = Result<(), Fault>;
+
+    fn with<F: Fn(&mut Record, &Val) -> bool>(self, set: F) -> Result<(), Fault> {
+        let FillVals {
+            fill,
+            col,
+            dict,
+            names,
+        } = self;
+        let Fill {
+            page,
+            start,
+            rows,
+            recs,
+            bad,
+        } = fill;
+        let nullable = nullable(col);
+        match page {
+            Decoded::Indices {
+                page,
+                present,
+                indices,
+            } => {
+                let buf = &page.buffer()[..];
+                for (&row, rec) in rows.iter().zip(recs) {
+                    let k = row as usize - start;
+                    let Some(at) = present.as_ref().map_or(Some(k), |p| p.rank(k)) else {
+                        if !nullable {
+                            bad.get_or_insert((row as usize, "null".to_string()));
+                        }
+                        continue;
+                    };
+                    let index = indices.get(buf, at).ok_or(Fault::Corrupt("page"))?;
+                    match dict.get(index as usize) {
+                        Some(Ok(v)) if set(rec, v) => {}
+                        Some(Ok(_)) => {
+                            bad.get_or_insert((row as usize, "null".to_string()));
+                        }
+                        Some(Err(text)) => {
+                            bad.get_or_insert((row as usize, format!("{text:?}")));
+                        }
+                        None => return Err(Fault::Corrupt("dictionary index")),
+                    }
+                }
+            }
+            Decoded::Plain { present, values } => {
+                for (&row, rec) in rows.iter().zip(recs) {
+                    let k = row as usize - start;
+                    let Some(at) = present.as_ref().map_or(Some(k), |p| p.rank(k)) else {
+                        if !nullable {
+                            bad.get_or_insert((row as usize, "null".to_string()));
+                        }
+                        continue;
+                    };
+                    let v = values.get(at).ok_or(Fault::Corrupt("values"))?;
+                    match convert(col, v, names) {
+                        Some(v) if set(rec, &v) => {}
+                        Some(_) => {
+                            bad.get_or_insert((row as usize, "null".to_string()));
+                        }
+                        None => {
+                            let text = format!("{:?}", String::from_utf8_lossy(v));
+                            bad.get_or_insert((row as usize, text));
+                        }
+                    }
+                }
+            }
+            _ => return Err(Fault::Corrupt("page encoding")),
+        }
+        Ok(())
+    }
+}
+
+struct FillInts<'a> {
+    fill: Fill<'a>,
+    dict: &'a [i64],
+}
+
+impl IntField for FillInts<'_> {
+    type Out = Result<(), Fault>;
+
+    fn with<F: Fn(&mut Record, i64) -> bool>(self, set: F) -> Result<(), Fault> {
+        let FillInts { fill, dict } = self;
+        let Fill {
+            page,
+            start,
+            rows,
+            recs,
+            bad,
+        } = fill;
+        let mut put = |row: u32, rec: &mut Record, v: i64| {
+            if !set(rec, v) {
+                bad.get_or_insert((row as usize, v.to_string()));
+            }
+        };
+        match page {
+            Decoded::Fixed { page, at, width: 8 } => {
+                let buf = &page.buffer()[*at..];
+                for (&row, rec) in rows.iter().zip(recs) {
+                    let k = (row as usize - start) * 8;
+                    let v = i64::from_le_bytes(buf[k..k + 8].try_into().expect("8 bytes"));
+                    put(row, rec, v);
+                }
+            }
+            Decoded::Fixed { page, at, .. } => {
+                let buf = &page.buffer()[*at..];
+                for (&row, rec) in rows.iter().zip(recs) {
+                    let k = (row as usize - start) * 4;
+                    let v = i32::from_le_bytes(buf[k..k + 4].try_into().expect("4 bytes"));
+                    put(row, rec, i64::from(v));
+                }
+            }
+            Decoded::Wide(values) => {
+                for (&row, rec) in rows.iter().zip(recs) {
+                    put(row, rec, values[row as usize - start]);
+                }
+            }
+            Decoded::Indices { page, indices, .. } => {
+                let buf = &page.buffer()[..];
+                for (&row, rec) in rows.iter().zip(recs) {
+                    let index = indices
+                        .get(buf, row as usize - start)
+                        .ok_or(Fault::Corrupt("page"))?;
+                    let v = *dict
+                        .get(index as usize)
+                        .ok_or(Fault::Corrupt("dictionary index"))?;
+                    put(row, rec, v);
+                }
+            }
+            Decoded::Plain { .. } => return Err(Fault::Corrupt("page encoding")),
+        }
+        Ok(())
     }
 }
 
@@ -1715,20 +1841,23 @@ impl Present {
             match run {
                 RawRun::Repeat(1, count) => set_bits(&mut words, pos, pos + count),
                 RawRun::Repeat(_, _) => {}
-                // A bit-packed run of levels is already a bitmap.
+                // A bit-packed run of levels is already a bitmap: copied 64 rows at a time.
                 RawRun::Packed(bytes, count) => {
-                    for (k, &b) in bytes.iter().enumerate().take(count.div_ceil(8)) {
-                        let used = (count - 8 * k).min(8);
-                        let b = u64::from(b) & (u64::MAX >> (64 - used));
-                        let bit = pos + 8 * k;
-                        let (w, shift) = (bit / 64, bit % 64);
+                    let bytes = &bytes[..count.div_ceil(8).min(bytes.len())];
+                    for (k, chunk) in bytes.chunks(8).enumerate() {
+                        let mut word = [0u8; 8];
+                        word[..chunk.len()].copy_from_slice(chunk);
+                        let used = (count - 64 * k).min(64);
+                        let bits = u64::from_le_bytes(word) & (u64::MAX >> (64 - used));
+                        let at = pos + 64 * k;
+                        let (w, shift) = (at / 64, at % 64);
                         if let Some(word) = words.get_mut(w) {
-                            *word |= b << shift;
+                            *word |= bits << shift;
                         }
-                        if shift > 56
+                        if shift > 0
                             && let Some(word) = words.get_mut(w + 1)
                         {
-                            *word |= b >> (64 - shift);
+                            *word |= bits >> (64 - shift);
                         }
                     }
                 }
@@ -1895,7 +2024,6 @@ impl Hybrid {
     }
 
     /// Moves to the run that holds `pos`.
-    #[cold]
     fn advance(&mut self, buf: &[u8], pos: usize) -> Option<()> {
         while pos >= self.stop {
             let data = buf.get(self.at..self.end)?;
