@@ -1,7 +1,191 @@
 //! Reading segments: pruning by statistics, filtering on the page index and dictionaries,
 //! decoding only the rows that match.
 
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use parquet::column::page::PageMetadata;
+use parquet::file::serialized_reader::SerializedPageReader;
+
 use super::*;
+
+/// A row group being read: its reader and page index, and the file its pages are read from.
+struct Group<'a> {
+    reader: Box<dyn RowGroupReader + 'a>,
+    index: RowGroupPageIndex,
+    file: &'a Arc<File>,
+}
+
+impl Group<'_> {
+    fn metadata(&self) -> &RowGroupMetaData {
+        self.reader.metadata()
+    }
+
+    /// The pages of a column chunk, decompressed. parquet-rs makes a zstd compressor and
+    /// decompressor for every column chunk it reads, which costs about as much as
+    /// decompressing its pages; zstd pages are read raw instead and decompressed with the
+    /// thread's one context.
+    fn pages(&self, col: Col) -> Result<Box<dyn PageReader>, ParquetError> {
+        let meta = self.metadata().column(col.index());
+        if !matches!(meta.compression(), Compression::ZSTD(_)) {
+            return self.reader.get_column_page_reader(col.index());
+        }
+        let raw = meta
+            .clone()
+            .into_builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .build()?;
+        let pages = SerializedPageReader::new(
+            Arc::clone(self.file),
+            &raw,
+            self.metadata().num_rows() as usize,
+            self.index.page_locations(col.index()).cloned(),
+        )?;
+        Ok(Box::new(Unzstd(pages)))
+    }
+}
+
+/// A column chunk's pages as stored, decompressed as they are read.
+struct Unzstd(SerializedPageReader<File>);
+
+impl Iterator for Unzstd {
+    type Item = Result<Page, ParquetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.get_next_page().transpose()
+    }
+}
+
+impl PageReader for Unzstd {
+    fn get_next_page(&mut self) -> Result<Option<Page>, ParquetError> {
+        self.0.get_next_page()?.map(unzstd_page).transpose()
+    }
+
+    fn peek_next_page(&mut self) -> Result<Option<PageMetadata>, ParquetError> {
+        self.0.peek_next_page()
+    }
+
+    fn skip_next_page(&mut self) -> Result<(), ParquetError> {
+        self.0.skip_next_page()
+    }
+
+    fn supports_deferred_dictionary(&self) -> bool {
+        self.0.supports_deferred_dictionary()
+    }
+
+    fn take_deferred_dictionary(&mut self) -> Result<Option<Page>, ParquetError> {
+        self.0
+            .take_deferred_dictionary()?
+            .map(unzstd_page)
+            .transpose()
+    }
+
+    fn at_record_boundary(&mut self) -> Result<bool, ParquetError> {
+        self.0.at_record_boundary()
+    }
+}
+
+fn unzstd_page(page: Page) -> Result<Page, ParquetError> {
+    Ok(match page {
+        Page::DictionaryPage {
+            buf,
+            num_values,
+            encoding,
+            is_sorted,
+        } => Page::DictionaryPage {
+            buf: unzstd(&buf, 0)?,
+            num_values,
+            encoding,
+            is_sorted,
+        },
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            statistics,
+        } => Page::DataPage {
+            buf: unzstd(&buf, 0)?,
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            statistics,
+        },
+        Page::DataPageV2 {
+            buf,
+            num_values,
+            encoding,
+            num_nulls,
+            num_rows,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            is_compressed,
+            statistics,
+        } => {
+            // The levels of a version 2 page are stored as they are.
+            let levels = (def_levels_byte_len + rep_levels_byte_len) as usize;
+            Page::DataPageV2 {
+                buf: if is_compressed {
+                    unzstd(&buf, levels)?
+                } else {
+                    buf
+                },
+                num_values,
+                encoding,
+                num_nulls,
+                num_rows,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                is_compressed,
+                statistics,
+            }
+        }
+    })
+}
+
+thread_local! {
+    static ZSTD: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `buf` with all but its first `keep` bytes decompressed (zstd).
+fn unzstd(buf: &Bytes, keep: usize) -> Result<Bytes, ParquetError> {
+    let (head, frame) = buf
+        .split_at_checked(keep)
+        .ok_or_else(|| ParquetError::General("page shorter than its levels".into()))?;
+    if frame.is_empty() {
+        return Ok(buf.clone());
+    }
+    let err = |e: std::io::Error| ParquetError::External(Box::new(e));
+    // The frame header says how large the page is (zstd's own API writes it).
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(frame)
+        && let Ok(size) = usize::try_from(size)
+    {
+        let mut out = Vec::with_capacity(size);
+        let done = ZSTD.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let zstd = match &mut *cell {
+                Some(zstd) => zstd,
+                None => cell.insert(zstd::bulk::Decompressor::new().map_err(err)?),
+            };
+            zstd.decompress_to_buffer(frame, &mut out).map_err(err)
+        });
+        if done.is_ok() && out.len() == size {
+            if keep == 0 {
+                return Ok(out.into());
+            }
+            let mut page = Vec::with_capacity(keep + size);
+            page.extend_from_slice(head);
+            page.extend_from_slice(&out);
+            return Ok(page.into());
+        }
+    }
+    // No size in the header, or several frames.
+    let mut page = head.to_vec();
+    zstd::stream::copy_decode(frame, &mut page).map_err(err)?;
+    Ok(page.into())
+}
 
 /// What `read` looked at: the evidence that pruning works.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,6 +308,11 @@ pub fn read(
     out: &mut dyn FnMut(Record) -> bool,
 ) -> Result<ScanStats, SegmentError> {
     let reader = open(path)?;
+    let file = File::open(path).map_err(|source| SegmentError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = Arc::new(file);
     let meta = reader.metadata();
     let mut scan = Scan {
         path,
@@ -146,11 +335,14 @@ pub fn read(
         let rows = group_meta.num_rows() as usize;
         if group_may_match(group_meta, filter) {
             scan.stats.row_groups_read += 1;
-            let group = reader.get_row_group(i).map_err(|e| scan.err(e))?;
-            let index = meta.page_index_for_row_group(i);
-            let plan = time_plan(&index, rows, filter);
-            let selected = scan.select(&*group, &plan, may_have_gaps(group_meta))?;
-            scan.materialize(&*group, first_row, &selected, out)?;
+            let group = Group {
+                reader: reader.get_row_group(i).map_err(|e| scan.err(e))?,
+                index: meta.page_index_for_row_group(i),
+                file: &file,
+            };
+            let plan = time_plan(&group.index, rows, filter);
+            let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
+            scan.materialize(&group, first_row, &selected, out)?;
             if scan.stats.stopped {
                 break;
             }
@@ -419,7 +611,7 @@ impl Scan<'_> {
     /// the page index could not decide them.
     fn select(
         &mut self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         plan: &TimePlan,
         gaps: bool,
     ) -> Result<Vec<u32>, SegmentError> {
@@ -449,7 +641,7 @@ impl Scan<'_> {
     /// The rows of `time` that pass the filters other than time, and the gaps among them.
     fn select_fields(
         &mut self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         time: &[bool],
         gaps: bool,
     ) -> Result<Vec<bool>, SegmentError> {
@@ -515,7 +707,7 @@ impl Scan<'_> {
     /// Clears the rows of `mask` within `check` whose value in an `i64` column fails `keep`.
     fn keep_i64(
         &self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         col: Col,
         mask: &mut [bool],
         check: &[Range<usize>],
@@ -548,7 +740,7 @@ impl Scan<'_> {
     /// Keeps the rows of `mask` for which `pred` holds in any of `cols`.
     fn keep_bytes(
         &self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         cols: &[Col],
         mask: &mut [bool],
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
@@ -567,7 +759,7 @@ impl Scan<'_> {
     /// Pages in an encoding this does not know go through the column reader instead.
     fn eval_bytes(
         &self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         col: Col,
         wanted: &[bool],
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
@@ -594,7 +786,7 @@ impl Scan<'_> {
 
     fn eval_pages(
         &self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         col: Col,
         wanted: &[bool],
         pred: &mut dyn FnMut(Option<&[u8]>) -> bool,
@@ -605,9 +797,7 @@ impl Scan<'_> {
         }
         let optional = is_optional(group, col);
         let null_hit = pred(None);
-        let mut pages = group
-            .get_column_page_reader(col.index())
-            .map_err(|e| self.err(e))?;
+        let mut pages = group.pages(col).map_err(|e| self.err(e))?;
         let mut dict: Vec<bool> = Vec::new();
         let (mut indices, mut values) = (Vec::new(), Vec::new());
         let mut row = 0usize;
@@ -702,7 +892,7 @@ impl Scan<'_> {
     /// Decodes the `selected` rows of a row group in full and hands them to `out`.
     fn materialize(
         &mut self,
-        group: &dyn RowGroupReader,
+        group: &Group,
         first_row: u64,
         selected: &[u32],
         out: &mut dyn FnMut(Record) -> bool,
@@ -968,10 +1158,10 @@ struct Cursor<T: DataType> {
 }
 
 impl<T: DataType> Cursor<T> {
-    fn new(group: &dyn RowGroupReader, col: Col) -> Result<Self, ParquetError> {
+    fn new(group: &Group, col: Col) -> Result<Self, ParquetError> {
         let descr = group.metadata().column(col.index()).column_descr_ptr();
         let optional = descr.max_def_level() > 0;
-        let pages = group.get_column_page_reader(col.index())?;
+        let pages = group.pages(col)?;
         Ok(Cursor {
             inner: ColumnReaderImpl::new(descr, pages),
             pos: 0,
@@ -1027,7 +1217,7 @@ impl<T: DataType> Cursor<T> {
     }
 }
 
-fn is_optional(group: &dyn RowGroupReader, col: Col) -> bool {
+fn is_optional(group: &Group, col: Col) -> bool {
     group
         .metadata()
         .column(col.index())
@@ -1039,7 +1229,7 @@ fn is_optional(group: &dyn RowGroupReader, col: Col) -> bool {
 /// Whether `decode_bytes_page` (for numbers, `PageCursor`) reads every page of the column
 /// chunk: the encodings sekisho writes (dictionary, its plain fallback, RLE levels, delta
 /// times). Anything else goes through the column reader.
-fn pages_decodable(group: &dyn RowGroupReader, col: Col) -> bool {
+fn pages_decodable(group: &Group, col: Col) -> bool {
     let numbers = physical(col) != Physical::Bytes;
     if numbers && is_optional(group, col) {
         return false;
@@ -1426,12 +1616,12 @@ struct PageCursor {
 }
 
 impl PageCursor {
-    fn new(group: &dyn RowGroupReader, col: Col) -> Result<PageCursor, ParquetError> {
+    fn new(group: &Group, col: Col) -> Result<PageCursor, ParquetError> {
         Ok(PageCursor {
             col,
             physical: physical(col),
             optional: is_optional(group, col),
-            pages: group.get_column_page_reader(col.index())?,
+            pages: group.pages(col)?,
             vals: Vec::new(),
             ints: Vec::new(),
             page: None,
@@ -1813,7 +2003,7 @@ enum Column {
 }
 
 impl Column {
-    fn new(group: &dyn RowGroupReader, col: Col) -> Result<Column, ParquetError> {
+    fn new(group: &Group, col: Col) -> Result<Column, ParquetError> {
         if pages_decodable(group, col) {
             return Ok(Column::Pages(PageCursor::new(group, col)?));
         }
