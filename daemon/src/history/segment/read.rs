@@ -1508,6 +1508,8 @@ enum Decoded {
     Fixed { page: Page, at: usize, width: usize },
     /// Numbers decoded in full (delta-encoded pages).
     Wide(Vec<i64>),
+    /// One number throughout, by the page index.
+    Const(i64),
 }
 
 /// Where a data page's definition levels and values are, and how many rows it has.
@@ -1613,10 +1615,38 @@ struct PageCursor {
     /// The rows of `page`.
     start: usize,
     end: usize,
+    /// Data pages passed so far, and the value of each page that has one throughout, by
+    /// the page index.
+    data_pages: usize,
+    constants: Vec<Option<i64>>,
 }
 
 impl PageCursor {
     fn new(group: &Group, col: Col) -> Result<PageCursor, ParquetError> {
+        // A page of numbers whose smallest and largest are one value, without nulls, is that
+        // value throughout (`lost`, outside gaps; `generation`): it is not read at all.
+        let constant = |min: Option<i64>, max: Option<i64>, nulls: Option<i64>| {
+            min.filter(|_| min == max && nulls == Some(0))
+        };
+        let constants = match group.index.column_index(col.index()) {
+            Some(ColumnIndexMetaData::INT64(index)) => (0..index.num_pages() as usize)
+                .map(|i| {
+                    let (min, max) = (index.min_value(i), index.max_value(i));
+                    constant(min.copied(), max.copied(), index.null_count(i))
+                })
+                .collect(),
+            Some(ColumnIndexMetaData::INT32(index)) => (0..index.num_pages() as usize)
+                .map(|i| {
+                    let (min, max) = (index.min_value(i), index.max_value(i));
+                    constant(
+                        min.map(|&v| i64::from(v)),
+                        max.map(|&v| i64::from(v)),
+                        index.null_count(i),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(PageCursor {
             col,
             physical: physical(col),
@@ -1627,6 +1657,8 @@ impl PageCursor {
             page: None,
             start: 0,
             end: 0,
+            data_pages: 0,
+            constants,
         })
     }
 
@@ -1636,11 +1668,22 @@ impl PageCursor {
             let next = self.pages.peek_next_page()?.ok_or(Fault::Corrupt("rows"))?;
             if !next.is_dict
                 && let Some(n) = next.num_rows
-                && row >= self.end + n
             {
-                self.pages.skip_next_page()?;
-                self.end += n;
-                continue;
+                let page = self.data_pages;
+                if row >= self.end + n {
+                    self.pages.skip_next_page()?;
+                    self.data_pages += 1;
+                    self.end += n;
+                    continue;
+                }
+                if let Some(&Some(v)) = self.constants.get(page) {
+                    self.pages.skip_next_page()?;
+                    self.data_pages += 1;
+                    self.start = self.end;
+                    self.end += n;
+                    self.page = Some(Decoded::Const(v));
+                    continue;
+                }
             }
             let page = self.pages.get_next_page()?.ok_or(Fault::Corrupt("rows"))?;
             if let Page::DictionaryPage { num_values, .. } = &page {
@@ -1674,6 +1717,7 @@ impl PageCursor {
                 continue;
             }
             let (decoded, rows) = decode_page(page, self.optional, self.physical)?;
+            self.data_pages += 1;
             self.start = self.end;
             self.end += rows;
             self.page = Some(decoded);
@@ -1861,6 +1905,11 @@ impl IntField for FillInts<'_> {
             Decoded::Wide(values) => {
                 for (&row, rec) in rows.iter().zip(recs) {
                     put(row, rec, values[row as usize - start]);
+                }
+            }
+            Decoded::Const(v) => {
+                for (&row, rec) in rows.iter().zip(recs) {
+                    put(row, rec, *v);
                 }
             }
             Decoded::Indices { page, indices, .. } => {
