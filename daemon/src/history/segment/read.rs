@@ -799,7 +799,7 @@ impl Scan<'_> {
         let null_hit = pred(None);
         let mut pages = group.pages(col).map_err(|e| self.err(e))?;
         let mut dict: Vec<bool> = Vec::new();
-        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        let mut values = Vec::new();
         let mut row = 0usize;
         while let Some(next) = pages.peek_next_page().map_err(|e| self.err(e))? {
             if !next.is_dict
@@ -843,15 +843,21 @@ impl Scan<'_> {
                             .get(at..)
                             .and_then(<[u8]>::split_first)
                             .ok_or_else(|| corrupt("page"))?;
-                        indices.clear();
-                        rle_decode(data, usize::from(width), count, &mut indices)
-                            .ok_or_else(|| corrupt("page"))?;
-                        for &k in &indices {
-                            values.push(
-                                *dict
-                                    .get(k as usize)
-                                    .ok_or_else(|| corrupt("dictionary index"))?,
-                            );
+                        // Decided per run: a repeated index once.
+                        let mut bad_index = false;
+                        let mut hit = |k: u32| {
+                            dict.get(k as usize).copied().unwrap_or_else(|| {
+                                bad_index = true;
+                                false
+                            })
+                        };
+                        rle_runs(data, usize::from(width), count, |run| match run {
+                            Run::Repeat(k, n) => values.extend(std::iter::repeat_n(hit(k), n)),
+                            Run::Values(ks) => values.extend(ks.iter().map(|&k| hit(k))),
+                        })
+                        .ok_or_else(|| corrupt("page"))?;
+                        if bad_index {
+                            return Err(corrupt("dictionary index"));
                         }
                     }
                 }
@@ -875,6 +881,13 @@ impl Scan<'_> {
                     let mut values = values.iter();
                     for (w, hits) in page_hits.chunks_mut(64).enumerate() {
                         let word = present.words[w];
+                        if word == u64::MAX {
+                            // 64 rows with values.
+                            for (h, v) in hits.iter_mut().zip(values.by_ref().take(64)) {
+                                *h |= *v;
+                            }
+                            continue;
+                        }
                         for (bit, h) in hits.iter_mut().enumerate() {
                             *h |= match (word >> bit) & 1 {
                                 1 => *values.next().ok_or_else(|| corrupt("levels"))?,
@@ -1105,23 +1118,30 @@ fn rle_runs(mut data: &[u8], width: usize, n: usize, mut f: impl FnMut(Run)) -> 
         let count = usize::try_from(header >> 1).ok()?;
         if header & 1 == 1 {
             // Bit-packed: `count` groups of 8 values, least significant bits first; each
-            // group is `width` bytes. A group is copied into a zeroed buffer so that every
-            // value is one unaligned 8-byte load and a shift.
+            // group is `width` bytes. Every value is one unaligned 8-byte load and a shift,
+            // from the data or, near its end, from a zeroed copy of the group.
             for _ in 0..count {
                 if left == 0 {
                     break;
                 }
-                let group = data.get(..width).unwrap_or(data);
-                data = &data[group.len()..];
                 let mut buf = [0u8; 40];
-                buf[..group.len()].copy_from_slice(group);
+                let group = match data.get(..width + 8) {
+                    Some(_) => data,
+                    None => {
+                        let group = data.get(..width).unwrap_or(data);
+                        buf[..group.len()].copy_from_slice(group);
+                        &buf[..]
+                    }
+                };
                 let mut values = [0u32; 8];
                 for (i, v) in values.iter_mut().enumerate() {
                     let bit = i * width;
-                    let word =
-                        u64::from_le_bytes(buf[bit / 8..bit / 8 + 8].try_into().expect("8 bytes"));
+                    let word = u64::from_le_bytes(
+                        group[bit / 8..bit / 8 + 8].try_into().expect("8 bytes"),
+                    );
                     *v = ((word >> (bit % 8)) & mask) as u32;
                 }
+                data = &data[width.min(data.len())..];
                 let take = left.min(8);
                 f(Run::Values(&values[..take]));
                 left -= take;
@@ -1139,7 +1159,9 @@ fn rle_runs(mut data: &[u8], width: usize, n: usize, mut f: impl FnMut(Run)) -> 
     Some(())
 }
 
-/// Decodes `n` values of the RLE/bit-packing hybrid encoding into `out`.
+/// Decodes `n` values of the RLE/bit-packing hybrid encoding into `out` (for the writer's
+/// tests).
+#[cfg(test)]
 pub(super) fn rle_decode(data: &[u8], width: usize, n: usize, out: &mut Vec<u32>) -> Option<()> {
     out.reserve(n);
     rle_runs(data, width, n, |run| match run {
@@ -2084,8 +2106,14 @@ impl Present {
                 RawRun::Packed(bytes, count) => {
                     let bytes = &bytes[..count.div_ceil(8).min(bytes.len())];
                     for (k, chunk) in bytes.chunks(8).enumerate() {
-                        let mut word = [0u8; 8];
-                        word[..chunk.len()].copy_from_slice(chunk);
+                        let word = match chunk.try_into() {
+                            Ok(word) => word,
+                            Err(_) => {
+                                let mut word = [0u8; 8];
+                                word[..chunk.len()].copy_from_slice(chunk);
+                                word
+                            }
+                        };
                         let used = (count - 64 * k).min(64);
                         let bits = u64::from_le_bytes(word) & (u64::MAX >> (64 - used));
                         let at = pos + 64 * k;
