@@ -270,12 +270,11 @@ pub fn query(
 /// thread: a small limit is met within a segment or two, and reading ahead would be waste.
 const PARALLEL_FROM: usize = 50_000;
 
-/// Records a reading thread hands over at a time, and the chunks of one segment that may
-/// wait to be taken before its thread waits too: about 16 MB, more than most segments'
-/// matches, so that a thread rarely waits, and memory stays bounded however many match.
-/// (Small in tests, so that a few hundred records cross both limits.)
-const CHUNK: usize = if cfg!(test) { 7 } else { 4_096 };
-const CHUNKS_AHEAD: usize = if cfg!(test) { 3 } else { 16 };
+/// The batches of records (8,192 at most) of one segment that may wait to be taken before
+/// its thread waits too: about 16 MB, more than most segments' matches, so that a thread
+/// rarely waits, and memory stays bounded however many match. (Few in tests, so that a few
+/// hundred records reach the limit.)
+const CHUNKS_AHEAD: usize = if cfg!(test) { 3 } else { 8 };
 
 /// Reads the segments whose time range can match, in order: on as many threads as the
 /// machine has cores when many records may be wanted (a query is bound by decompression
@@ -366,7 +365,7 @@ fn read_parallel(
     let stop = AtomicBool::new(false);
     let (jobs, queue) = mpsc::channel::<(&Path, SyncSender<Part>)>();
     let queue = Mutex::new(queue);
-    // Chunks handed back empty: filled again without allocating and touching new pages.
+    // Batches handed back empty: filled again without allocating and touching new pages.
     let spare = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -436,7 +435,7 @@ fn read_parallel(
             }
             Ok(false)
         })();
-        // Threads still reading stop at their next record, or when they next hand over.
+        // Threads still reading stop when they next hand over a batch.
         stop.store(true, Ordering::Relaxed);
         drop(jobs);
         drop(ahead);
@@ -445,19 +444,19 @@ fn read_parallel(
 }
 
 /// A reading thread: takes segments from `queue` until it is closed, and sends each
-/// segment's records in chunks.
+/// segment's records in the batches it decodes them in.
 fn read_jobs(
     queue: &Mutex<Receiver<(&Path, SyncSender<Part>)>>,
     f: &Filter,
     stop: &AtomicBool,
     spare: &Mutex<Vec<Vec<Record>>>,
 ) {
-    let new_chunk = || {
+    let spare_batch = || {
         spare
             .lock()
             .ok()
             .and_then(|mut spare| spare.pop())
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+            .unwrap_or_default()
     };
     loop {
         let job = match queue.lock() {
@@ -468,21 +467,11 @@ fn read_jobs(
         if stop.load(Ordering::Relaxed) {
             continue;
         }
-        let mut chunk = new_chunk();
-        let result = segment::read(path, f, &mut |rec| {
-            chunk.push(rec);
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, new_chunk());
-                // Waits while the segment's chunks are not taken; fails once the query ended.
-                if tx.send(Part::Records(full)).is_err() {
-                    return false;
-                }
-            }
-            !stop.load(Ordering::Relaxed)
+        let result = f.read_batches(path, &mut |batch| {
+            let full = std::mem::replace(batch, spare_batch());
+            // Waits while the segment's batches are not taken; fails once the query ended.
+            tx.send(Part::Records(full)).is_ok() && !stop.load(Ordering::Relaxed)
         });
-        if !chunk.is_empty() && tx.send(Part::Records(chunk)).is_err() {
-            continue;
-        }
         let _ = tx.send(Part::Done(result));
     }
 }
@@ -995,7 +984,7 @@ mod tests {
 
     /// Segments read on several threads come out as one thread reads them: the same
     /// records in the same order, the same statistics, whatever the limit and wherever
-    /// `out` stops, in chunks and with segments waiting to be taken.
+    /// `out` stops, in batches and with segments waiting to be taken.
     #[test]
     fn segments_read_on_threads_come_out_in_order() {
         let tmp = TempDir::new("query-threads");

@@ -214,7 +214,8 @@ impl ScanStats {
 
 /// Rows decoded per batch when materializing: bounds memory and the work wasted when `out`
 /// stops early.
-const BATCH: usize = 8192;
+/// (A few in tests, so that small segments cross batches.)
+const BATCH: usize = if cfg!(test) { 5 } else { 8192 };
 
 /// Unselected rows between two selected ones that are decoded rather than skipped: skipping
 /// costs about as much as decoding a few dozen values.
@@ -307,6 +308,29 @@ pub fn read(
     filter: &Filter,
     out: &mut dyn FnMut(Record) -> bool,
 ) -> Result<ScanStats, SegmentError> {
+    read_to(path, filter, Out::Each(out))
+}
+
+impl Filter {
+    /// `read`, for a caller that takes the records a batch at a time: `out` gets up to
+    /// `BATCH` records in order and may take the vector itself, so that no record is moved
+    /// one by one. (A method here because `segment` re-exports `read` alone.)
+    pub(crate) fn read_batches(
+        &self,
+        path: &Path,
+        out: &mut dyn FnMut(&mut Vec<Record>) -> bool,
+    ) -> Result<ScanStats, SegmentError> {
+        read_to(path, self, Out::Batches(out))
+    }
+}
+
+/// Where `read` hands the records.
+enum Out<'o> {
+    Each(&'o mut dyn FnMut(Record) -> bool),
+    Batches(&'o mut dyn FnMut(&mut Vec<Record>) -> bool),
+}
+
+fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, SegmentError> {
     let reader = open(path)?;
     let file = File::open(path).map_err(|source| SegmentError::Open {
         path: path.to_path_buf(),
@@ -342,7 +366,7 @@ pub fn read(
             };
             let plan = time_plan(&group.index, rows, filter);
             let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
-            scan.materialize(&group, first_row, &selected, out)?;
+            scan.materialize(&group, first_row, &selected, &mut out)?;
             if scan.stats.stopped {
                 break;
             }
@@ -908,7 +932,7 @@ impl Scan<'_> {
         group: &Group,
         first_row: u64,
         selected: &[u32],
-        out: &mut dyn FnMut(Record) -> bool,
+        out: &mut Out,
     ) -> Result<(), SegmentError> {
         if selected.is_empty() {
             return Ok(());
@@ -939,12 +963,24 @@ impl Scan<'_> {
             for (col, column) in Col::ALL.into_iter().zip(&mut columns) {
                 self.fill(col, column, &wanted, batch, first_row, &mut recs)?;
             }
-            for rec in recs.drain(..) {
-                self.stats.records_matched += 1;
-                self.limit -= 1;
-                if !out(rec) || self.limit == 0 {
-                    self.stats.stopped = true;
-                    return Ok(());
+            match out {
+                Out::Each(out) => {
+                    for rec in recs.drain(..) {
+                        self.stats.records_matched += 1;
+                        self.limit -= 1;
+                        if !out(rec) || self.limit == 0 {
+                            self.stats.stopped = true;
+                            return Ok(());
+                        }
+                    }
+                }
+                Out::Batches(out) => {
+                    self.stats.records_matched += recs.len() as u64;
+                    self.limit -= recs.len();
+                    if !out(&mut recs) || self.limit == 0 {
+                        self.stats.stopped = true;
+                        return Ok(());
+                    }
                 }
             }
         }
