@@ -321,6 +321,9 @@ fn read_paths(
     stats: &mut QueryStats,
     out: &mut dyn FnMut(Record) -> bool,
 ) -> Result<bool, QueryError> {
+    if *remaining == 0 {
+        return Ok(true);
+    }
     if threads > 1 && paths.len() > 1 {
         return read_parallel(paths, filter, threads, remaining, stats, out);
     }
@@ -1009,7 +1012,7 @@ mod tests {
         for f in filters {
             let want: Vec<&Record> = all.iter().filter(|r| f.matches(r)).collect();
             assert!(want.len() > 100, "{f:?}");
-            for limit in [1, 2, 8, 99, want.len() - 1, want.len(), usize::MAX] {
+            for limit in [0, 1, 2, 8, 99, want.len() - 1, want.len(), usize::MAX] {
                 for stop_after in [None, Some(1), Some(7), Some(60)] {
                     let run = |threads| {
                         let (mut got, mut stats) = (Vec::new(), QueryStats::default());

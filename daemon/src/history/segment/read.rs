@@ -9,184 +9,6 @@ use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::*;
 
-/// A row group being read: its reader and page index, and the file its pages are read from.
-struct Group<'a> {
-    reader: Box<dyn RowGroupReader + 'a>,
-    index: RowGroupPageIndex,
-    file: &'a Arc<File>,
-}
-
-impl Group<'_> {
-    fn metadata(&self) -> &RowGroupMetaData {
-        self.reader.metadata()
-    }
-
-    /// The pages of a column chunk, decompressed. parquet-rs makes a zstd compressor and
-    /// decompressor for every column chunk it reads, which costs about as much as
-    /// decompressing its pages; zstd pages are read raw instead and decompressed with the
-    /// thread's one context.
-    fn pages(&self, col: Col) -> Result<Box<dyn PageReader>, ParquetError> {
-        let meta = self.metadata().column(col.index());
-        if !matches!(meta.compression(), Compression::ZSTD(_)) {
-            return self.reader.get_column_page_reader(col.index());
-        }
-        let raw = meta
-            .clone()
-            .into_builder()
-            .set_compression(Compression::UNCOMPRESSED)
-            .build()?;
-        let pages = SerializedPageReader::new(
-            Arc::clone(self.file),
-            &raw,
-            self.metadata().num_rows() as usize,
-            self.index.page_locations(col.index()).cloned(),
-        )?;
-        Ok(Box::new(Unzstd(pages)))
-    }
-}
-
-/// A column chunk's pages as stored, decompressed as they are read.
-struct Unzstd(SerializedPageReader<File>);
-
-impl Iterator for Unzstd {
-    type Item = Result<Page, ParquetError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.get_next_page().transpose()
-    }
-}
-
-impl PageReader for Unzstd {
-    fn get_next_page(&mut self) -> Result<Option<Page>, ParquetError> {
-        self.0.get_next_page()?.map(unzstd_page).transpose()
-    }
-
-    fn peek_next_page(&mut self) -> Result<Option<PageMetadata>, ParquetError> {
-        self.0.peek_next_page()
-    }
-
-    fn skip_next_page(&mut self) -> Result<(), ParquetError> {
-        self.0.skip_next_page()
-    }
-
-    fn supports_deferred_dictionary(&self) -> bool {
-        self.0.supports_deferred_dictionary()
-    }
-
-    fn take_deferred_dictionary(&mut self) -> Result<Option<Page>, ParquetError> {
-        self.0
-            .take_deferred_dictionary()?
-            .map(unzstd_page)
-            .transpose()
-    }
-
-    fn at_record_boundary(&mut self) -> Result<bool, ParquetError> {
-        self.0.at_record_boundary()
-    }
-}
-
-fn unzstd_page(page: Page) -> Result<Page, ParquetError> {
-    Ok(match page {
-        Page::DictionaryPage {
-            buf,
-            num_values,
-            encoding,
-            is_sorted,
-        } => Page::DictionaryPage {
-            buf: unzstd(&buf, 0)?,
-            num_values,
-            encoding,
-            is_sorted,
-        },
-        Page::DataPage {
-            buf,
-            num_values,
-            encoding,
-            def_level_encoding,
-            rep_level_encoding,
-            statistics,
-        } => Page::DataPage {
-            buf: unzstd(&buf, 0)?,
-            num_values,
-            encoding,
-            def_level_encoding,
-            rep_level_encoding,
-            statistics,
-        },
-        Page::DataPageV2 {
-            buf,
-            num_values,
-            encoding,
-            num_nulls,
-            num_rows,
-            def_levels_byte_len,
-            rep_levels_byte_len,
-            is_compressed,
-            statistics,
-        } => {
-            // The levels of a version 2 page are stored as they are.
-            let levels = (def_levels_byte_len + rep_levels_byte_len) as usize;
-            Page::DataPageV2 {
-                buf: if is_compressed {
-                    unzstd(&buf, levels)?
-                } else {
-                    buf
-                },
-                num_values,
-                encoding,
-                num_nulls,
-                num_rows,
-                def_levels_byte_len,
-                rep_levels_byte_len,
-                is_compressed,
-                statistics,
-            }
-        }
-    })
-}
-
-thread_local! {
-    static ZSTD: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// `buf` with all but its first `keep` bytes decompressed (zstd).
-fn unzstd(buf: &Bytes, keep: usize) -> Result<Bytes, ParquetError> {
-    let (head, frame) = buf
-        .split_at_checked(keep)
-        .ok_or_else(|| ParquetError::General("page shorter than its levels".into()))?;
-    if frame.is_empty() {
-        return Ok(buf.clone());
-    }
-    let err = |e: std::io::Error| ParquetError::External(Box::new(e));
-    // The frame header says how large the page is (zstd's own API writes it).
-    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(frame)
-        && let Ok(size) = usize::try_from(size)
-    {
-        let mut out = Vec::with_capacity(size);
-        let done = ZSTD.with(|cell| {
-            let mut cell = cell.borrow_mut();
-            let zstd = match &mut *cell {
-                Some(zstd) => zstd,
-                None => cell.insert(zstd::bulk::Decompressor::new().map_err(err)?),
-            };
-            zstd.decompress_to_buffer(frame, &mut out).map_err(err)
-        });
-        if done.is_ok() && out.len() == size {
-            if keep == 0 {
-                return Ok(out.into());
-            }
-            let mut page = Vec::with_capacity(keep + size);
-            page.extend_from_slice(head);
-            page.extend_from_slice(&out);
-            return Ok(page.into());
-        }
-    }
-    // No size in the header, or several frames.
-    let mut page = head.to_vec();
-    zstd::stream::copy_decode(frame, &mut page).map_err(err)?;
-    Ok(page.into())
-}
-
 /// What `read` looked at: the evidence that pruning works.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanStats {
@@ -374,6 +196,184 @@ fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, Segm
         first_row += rows as u64;
     }
     Ok(scan.stats)
+}
+
+/// A row group being read: its reader and page index, and the file its pages are read from.
+struct Group<'a> {
+    reader: Box<dyn RowGroupReader + 'a>,
+    index: RowGroupPageIndex,
+    file: &'a Arc<File>,
+}
+
+impl Group<'_> {
+    fn metadata(&self) -> &RowGroupMetaData {
+        self.reader.metadata()
+    }
+
+    /// The pages of a column chunk, decompressed. parquet-rs makes a zstd compressor and
+    /// decompressor for every column chunk it reads, which costs about as much as
+    /// decompressing its pages; zstd pages are read raw instead and decompressed with the
+    /// thread's one context.
+    fn pages(&self, col: Col) -> Result<Box<dyn PageReader>, ParquetError> {
+        let meta = self.metadata().column(col.index());
+        if !matches!(meta.compression(), Compression::ZSTD(_)) {
+            return self.reader.get_column_page_reader(col.index());
+        }
+        let raw = meta
+            .clone()
+            .into_builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .build()?;
+        let pages = SerializedPageReader::new(
+            Arc::clone(self.file),
+            &raw,
+            self.metadata().num_rows() as usize,
+            self.index.page_locations(col.index()).cloned(),
+        )?;
+        Ok(Box::new(Unzstd(pages)))
+    }
+}
+
+/// A column chunk's pages as stored, decompressed as they are read.
+struct Unzstd(SerializedPageReader<File>);
+
+impl Iterator for Unzstd {
+    type Item = Result<Page, ParquetError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.get_next_page().transpose()
+    }
+}
+
+impl PageReader for Unzstd {
+    fn get_next_page(&mut self) -> Result<Option<Page>, ParquetError> {
+        self.0.get_next_page()?.map(unzstd_page).transpose()
+    }
+
+    fn peek_next_page(&mut self) -> Result<Option<PageMetadata>, ParquetError> {
+        self.0.peek_next_page()
+    }
+
+    fn skip_next_page(&mut self) -> Result<(), ParquetError> {
+        self.0.skip_next_page()
+    }
+
+    fn supports_deferred_dictionary(&self) -> bool {
+        self.0.supports_deferred_dictionary()
+    }
+
+    fn take_deferred_dictionary(&mut self) -> Result<Option<Page>, ParquetError> {
+        self.0
+            .take_deferred_dictionary()?
+            .map(unzstd_page)
+            .transpose()
+    }
+
+    fn at_record_boundary(&mut self) -> Result<bool, ParquetError> {
+        self.0.at_record_boundary()
+    }
+}
+
+fn unzstd_page(page: Page) -> Result<Page, ParquetError> {
+    Ok(match page {
+        Page::DictionaryPage {
+            buf,
+            num_values,
+            encoding,
+            is_sorted,
+        } => Page::DictionaryPage {
+            buf: unzstd(&buf, 0)?,
+            num_values,
+            encoding,
+            is_sorted,
+        },
+        Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            statistics,
+        } => Page::DataPage {
+            buf: unzstd(&buf, 0)?,
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            statistics,
+        },
+        Page::DataPageV2 {
+            buf,
+            num_values,
+            encoding,
+            num_nulls,
+            num_rows,
+            def_levels_byte_len,
+            rep_levels_byte_len,
+            is_compressed,
+            statistics,
+        } => {
+            // The levels of a version 2 page are stored as they are.
+            let levels = (def_levels_byte_len + rep_levels_byte_len) as usize;
+            Page::DataPageV2 {
+                buf: if is_compressed {
+                    unzstd(&buf, levels)?
+                } else {
+                    buf
+                },
+                num_values,
+                encoding,
+                num_nulls,
+                num_rows,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                is_compressed,
+                statistics,
+            }
+        }
+    })
+}
+
+thread_local! {
+    static ZSTD: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `buf` with all but its first `keep` bytes decompressed (zstd).
+fn unzstd(buf: &Bytes, keep: usize) -> Result<Bytes, ParquetError> {
+    let (head, frame) = buf
+        .split_at_checked(keep)
+        .ok_or_else(|| ParquetError::General("page shorter than its levels".into()))?;
+    if frame.is_empty() {
+        return Ok(buf.clone());
+    }
+    let err = |e: std::io::Error| ParquetError::External(Box::new(e));
+    // The frame header says how large the page is (zstd's own API writes it).
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(frame)
+        && let Ok(size) = usize::try_from(size)
+    {
+        let mut out = Vec::with_capacity(size);
+        let done = ZSTD.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let zstd = match &mut *cell {
+                Some(zstd) => zstd,
+                None => cell.insert(zstd::bulk::Decompressor::new().map_err(err)?),
+            };
+            zstd.decompress_to_buffer(frame, &mut out).map_err(err)
+        });
+        if done.is_ok() && out.len() == size {
+            if keep == 0 {
+                return Ok(out.into());
+            }
+            let mut page = Vec::with_capacity(keep + size);
+            page.extend_from_slice(head);
+            page.extend_from_slice(&out);
+            return Ok(page.into());
+        }
+    }
+    // No size in the header, or several frames.
+    let mut page = head.to_vec();
+    zstd::stream::copy_decode(frame, &mut page).map_err(err)?;
+    Ok(page.into())
 }
 
 fn i64_stats(meta: &RowGroupMetaData, col: Col) -> Option<(i64, i64)> {
