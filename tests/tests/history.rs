@@ -192,6 +192,24 @@ fn r6_allowed_and_denied_flows_are_recorded_with_their_rule_and_generation() {
         .unwrap();
     let csv = String::from_utf8_lossy(&csv.stdout);
     assert!(csv.lines().next().unwrap_or("").contains("dport"), "{csv}");
+    // `--count` says how many records the same query lists.
+    let count = daemon
+        .ctl(&["history", "query", "--asset", "term-01", "--count"])
+        .unwrap();
+    let count: usize = String::from_utf8_lossy(&count.stdout)
+        .trim()
+        .parse()
+        .expect("a number");
+    // Records only come, so the count lies between the listings before and after it.
+    let after = daemon
+        .ctl(&["history", "query", "--asset", "term-01", "--format", "csv"])
+        .unwrap();
+    let after = String::from_utf8_lossy(&after.stdout).lines().count() - 1;
+    let before = csv.lines().count() - 1;
+    assert!(
+        before > 0 && (before..=after).contains(&count),
+        "{before} ≤ {count} ≤ {after}"
+    );
     let status = daemon.ctl_json(&["status"]).unwrap();
     assert!(
         status["history"]["records"].as_u64().unwrap() >= 6,

@@ -192,6 +192,9 @@ enum HistoryCommand {
         /// Print how many segments and row groups were read (to stderr).
         #[arg(long)]
         explain: bool,
+        /// Print only how many records match (reads only the columns the filters name).
+        #[arg(long)]
+        count: bool,
     },
     /// Write the records of a time range to a file for other tools (DuckDB, pandas, Excel).
     Export {
@@ -1118,6 +1121,19 @@ impl FilterArgs {
     }
 }
 
+/// What a query read, for `--explain`: the evidence that pruning works.
+fn explain_stats(stats: &query::QueryStats) {
+    eprintln!(
+        "segments read {} of {}, row groups read {} of {}, records scanned {}, matched {}",
+        stats.segments_read,
+        stats.segments_total,
+        stats.row_groups_read,
+        stats.row_groups_total,
+        stats.records_scanned,
+        stats.records_matched
+    );
+}
+
 fn history_command(options: &Options, root: &Path, command: &HistoryCommand) -> anyhow::Result<()> {
     if !root.exists() {
         anyhow::bail!(
@@ -1130,6 +1146,7 @@ fn history_command(options: &Options, root: &Path, command: &HistoryCommand) -> 
             filter,
             format,
             explain,
+            count,
         } => {
             let filter = filter.to_filter()?;
             let format = match (format, options.output) {
@@ -1137,6 +1154,20 @@ fn history_command(options: &Options, root: &Path, command: &HistoryCommand) -> 
                 (Some(QueryFormat::Csv), _) => query::Format::Csv,
                 _ => query::Format::Table,
             };
+            if *count {
+                let stats = query::count(root, &filter)?;
+                match format {
+                    query::Format::Jsonl => println!(
+                        "{}",
+                        serde_json::json!({ "records": stats.records_matched })
+                    ),
+                    _ => println!("{}", stats.records_matched),
+                }
+                if *explain {
+                    explain_stats(&stats);
+                }
+                return Ok(());
+            }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let mut writer = query::RecordWriter::new(format, &mut out);
@@ -1157,15 +1188,7 @@ fn history_command(options: &Options, root: &Path, command: &HistoryCommand) -> 
             use std::io::Write;
             let _ = out.flush();
             if *explain {
-                eprintln!(
-                    "segments read {} of {}, row groups read {} of {}, records scanned {}, matched {}",
-                    stats.segments_read,
-                    stats.segments_total,
-                    stats.row_groups_read,
-                    stats.row_groups_total,
-                    stats.records_scanned,
-                    stats.records_matched
-                );
+                explain_stats(&stats);
             }
             Ok(())
         }

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use ipnet::IpNet;
@@ -202,6 +202,22 @@ pub fn query(
     filter: &Filter,
     out: &mut dyn FnMut(Record) -> bool,
 ) -> Result<QueryStats, QueryError> {
+    run(root, filter, &mut Sink::Records(out))
+}
+
+/// How many records `query` would give, in `records_matched`. Only the columns the filter
+/// names are read: no record is decoded.
+pub fn count(root: &Path, filter: &Filter) -> Result<QueryStats, QueryError> {
+    run(root, filter, &mut Sink::Count)
+}
+
+/// What a query does with the records it finds.
+enum Sink<'o> {
+    Records(&'o mut dyn FnMut(Record) -> bool),
+    Count,
+}
+
+fn run(root: &Path, filter: &Filter, sink: &mut Sink) -> Result<QueryStats, QueryError> {
     let mut stats = QueryStats::default();
     let mut remaining = filter.limit.unwrap_or(usize::MAX);
     let mut stopped = remaining == 0;
@@ -211,7 +227,7 @@ pub fn query(
         let segments = live(&entries);
         stats.segments_total = segments.len() as u64;
         if !stopped {
-            stopped = read_segments(root, &segments, filter, &mut remaining, &mut stats, out)?;
+            stopped = read_segments(root, &segments, filter, &mut remaining, &mut stats, sink)?;
         }
     }
     for (hour, path) in wal::list(root)? {
@@ -229,7 +245,7 @@ pub fn query(
                     .collect();
                 seen = entries.last().map_or(seen, |e| e.seq);
                 stats.segments_total += fresh.len() as u64;
-                stopped = read_segments(root, &fresh, filter, &mut remaining, &mut stats, out)?;
+                stopped = read_segments(root, &fresh, filter, &mut remaining, &mut stats, sink)?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -257,7 +273,11 @@ pub fn query(
             }
             stats.records_matched += 1;
             remaining -= 1;
-            if !out(rec) || remaining == 0 {
+            let taken = match sink {
+                Sink::Records(out) => out(rec),
+                Sink::Count => true,
+            };
+            if !taken || remaining == 0 {
                 stopped = true;
                 break;
             }
@@ -286,7 +306,7 @@ fn read_segments(
     filter: &Filter,
     remaining: &mut usize,
     stats: &mut QueryStats,
-    out: &mut dyn FnMut(Record) -> bool,
+    sink: &mut Sink,
 ) -> Result<bool, QueryError> {
     let mut wanted = Vec::new();
     for entry in entries {
@@ -305,11 +325,80 @@ fn read_segments(
         }
         wanted.push(path);
     }
-    let threads = match *remaining >= PARALLEL_FROM {
-        true => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        false => 1,
-    };
-    read_paths(&wanted, filter, threads, remaining, stats, out)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match sink {
+        Sink::Records(out) => {
+            let threads = match *remaining >= PARALLEL_FROM {
+                true => cores,
+                false => 1,
+            };
+            read_paths(&wanted, filter, threads, remaining, stats, *out)
+        }
+        // With a limit, counted in order so that the count stops where a query would.
+        Sink::Count if *remaining == usize::MAX => count_parallel(&wanted, filter, cores, stats),
+        Sink::Count => count_paths(&wanted, filter, remaining, stats),
+    }
+}
+
+/// Counts the matches of the segments at `paths` one after the other, up to `remaining`.
+fn count_paths(
+    paths: &[PathBuf],
+    filter: &Filter,
+    remaining: &mut usize,
+    stats: &mut QueryStats,
+) -> Result<bool, QueryError> {
+    for path in paths {
+        if *remaining == 0 {
+            return Ok(true);
+        }
+        let f = Filter {
+            limit: Some(*remaining),
+            ..filter.clone()
+        };
+        stats.segments_read += 1;
+        let scan = segment::count(path, &f).map_err(|source| QueryError::Segment { source })?;
+        stats.add_scan(&scan);
+        *remaining -= scan.records_matched as usize;
+    }
+    Ok(*remaining == 0)
+}
+
+/// Counts the matches of the segments at `paths` (no limit) on `threads` threads, each
+/// taking the next segment not yet counted. The first failure in path order is the error.
+fn count_parallel(
+    paths: &[PathBuf],
+    filter: &Filter,
+    threads: usize,
+    stats: &mut QueryStats,
+) -> Result<bool, QueryError> {
+    let next = AtomicUsize::new(0);
+    let mut counted: Vec<(usize, Result<ScanStats, SegmentError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(paths.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, segment::count(path, filter)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    counted.sort_by_key(|(i, _)| *i);
+    for (_, scan) in counted {
+        let scan = scan.map_err(|source| QueryError::Segment { source })?;
+        stats.segments_read += 1;
+        stats.add_scan(&scan);
+    }
+    Ok(false)
 }
 
 /// Reads the segments at `paths` in order, on `threads` threads (on this one for 1).
@@ -1045,6 +1134,78 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// `count` gives the number of records `query` gives, with the same statistics, for
+    /// each kind of filter, with limits, over segments (counted on threads) and the WAL,
+    /// gaps included.
+    #[test]
+    fn a_count_is_the_number_of_records_a_query_gives() {
+        let tmp = TempDir::new("query-count");
+        let root = tmp.path();
+        let all = history(root, 1, 250, 2);
+        let wal_hour = (START + DAY) / 1_000_000;
+        let mut w = WalWriter::open(&root.join(wal::DIR), wal_hour).expect("wal");
+        let mut unsealed = segment::synthetic(500, 31);
+        for (i, r) in unsealed.iter_mut().enumerate() {
+            r.first_us = START + DAY + i as i64 * 1_000;
+            r.last_us = r.first_us + 10;
+        }
+        unsealed.insert(250, Record::gap(START + DAY + 5, START + DAY + 7, 12));
+        for r in &unsealed {
+            w.append(r).expect("append");
+        }
+        w.flush_and_sync().expect("sync");
+        let filters = [
+            Filter::default(),
+            Filter {
+                asset: Some("cs-02".into()),
+                ..Filter::default()
+            },
+            Filter {
+                since_us: Some(START + 5 * HOUR),
+                until_us: Some(START + 9 * HOUR),
+                role: Some("terminal".into()),
+                verdict: Some(Verdict::Deny),
+                ..Filter::default()
+            },
+            Filter {
+                peer: Some("j-lis".into()),
+                port: Some(443),
+                ..Filter::default()
+            },
+            Filter {
+                addr: Some("10.1.1.0/24".parse().expect("net")),
+                event: Some(Event::End),
+                ..Filter::default()
+            },
+            Filter {
+                asset: Some("no-such-asset".into()),
+                ..Filter::default()
+            },
+        ];
+        for base in filters {
+            let want = all
+                .iter()
+                .chain(&unsealed)
+                .filter(|r| base.matches(r))
+                .count();
+            // Each filter but the last matches more than the WAL's gap.
+            assert!(
+                want > 1 || base.asset.as_deref() == Some("no-such-asset"),
+                "{base:?}"
+            );
+            for limit in [None, Some(0), Some(1), Some(want / 2), Some(want + 1)] {
+                let f = Filter {
+                    limit,
+                    ..base.clone()
+                };
+                let (got, stats) = collect(root, &f);
+                assert_eq!(got.len(), want.min(limit.unwrap_or(usize::MAX)), "{f:?}");
+                let counted = count(root, &f).expect("count");
+                assert_eq!(counted, stats, "{f:?}");
             }
         }
     }

@@ -277,7 +277,7 @@ fn schema() -> Arc<Type> {
 mod read;
 mod write;
 
-pub use read::{ScanStats, read, read_all, schema_version};
+pub use read::{ScanStats, count, read, read_all, schema_version};
 pub use write::{Writer, write};
 
 /// The reason's text in a segment: its name, or the number for a code this build does not

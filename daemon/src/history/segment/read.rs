@@ -146,10 +146,19 @@ impl Filter {
     }
 }
 
+/// How many records of the segment `filter` matches (at most `filter.limit`), in
+/// `records_matched`: the filter is evaluated as `read` does it, and no record is decoded, so
+/// only the columns the filter names are read.
+pub fn count(path: &Path, filter: &Filter) -> Result<ScanStats, SegmentError> {
+    read_to(path, filter, Out::Count)
+}
+
 /// Where `read` hands the records.
 enum Out<'o> {
     Each(&'o mut dyn FnMut(Record) -> bool),
     Batches(&'o mut dyn FnMut(&mut Vec<Record>) -> bool),
+    /// Counted, not decoded.
+    Count,
 }
 
 fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, SegmentError> {
@@ -937,6 +946,13 @@ impl Scan<'_> {
         if selected.is_empty() {
             return Ok(());
         }
+        if let Out::Count = out {
+            let n = selected.len().min(self.limit);
+            self.stats.records_matched += n as u64;
+            self.limit -= n;
+            self.stats.stopped = self.limit == 0;
+            return Ok(());
+        }
         let mut columns = Vec::with_capacity(Col::ALL.len());
         for col in Col::ALL {
             columns.push(Column::new(group, col).map_err(|e| self.err(e))?);
@@ -974,6 +990,7 @@ impl Scan<'_> {
                         }
                     }
                 }
+                Out::Count => return Ok(()),
                 Out::Batches(out) => {
                     self.stats.records_matched += recs.len() as u64;
                     self.limit -= recs.len();
