@@ -173,20 +173,26 @@ pub fn ip_of(addr: [u8; 16]) -> IpAddr {
 /// CLOCK_MONOTONIC (the kernel's `bpf_ktime_get_ns`) → microseconds since the epoch.
 #[derive(Clone, Copy, Debug)]
 pub struct ClockMap {
-    offset_ns: i128,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, as whole microseconds and the nanoseconds left
+    /// (0–999): a conversion is then one 64-bit division by a constant, not a 128-bit one
+    /// (once per record).
+    offset_us: i64,
+    offset_rem_ns: u64,
 }
 
 impl ClockMap {
     pub fn now() -> ClockMap {
         let real = clock_ns(libc::CLOCK_REALTIME);
         let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let offset_ns = real - mono;
         ClockMap {
-            offset_ns: real - mono,
+            offset_us: offset_ns.div_euclid(1000) as i64,
+            offset_rem_ns: offset_ns.rem_euclid(1000) as u64,
         }
     }
 
     pub fn to_us(&self, mono_ns: u64) -> i64 {
-        ((i128::from(mono_ns) + self.offset_ns) / 1000) as i64
+        (mono_ns.saturating_add(self.offset_rem_ns) / 1000) as i64 + self.offset_us
     }
 }
 
@@ -626,6 +632,35 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The split offset converts as the whole one would, at every remainder.
+    #[test]
+    fn kernel_times_convert_to_wall_clock_microseconds() {
+        let real_minus_mono: [i128; 4] = [
+            1_774_969_200_123_456_789,
+            1_774_969_200_123_456_000,
+            1_774_969_200_123_456_999,
+            1_000,
+        ];
+        for offset_ns in real_minus_mono {
+            let map = ClockMap {
+                offset_us: offset_ns.div_euclid(1000) as i64,
+                offset_rem_ns: offset_ns.rem_euclid(1000) as u64,
+            };
+            for mono in [
+                0u64,
+                1,
+                999,
+                1000,
+                1001,
+                123_456_789_012,
+                9_000_000_000_000_000,
+            ] {
+                let want = ((i128::from(mono) + offset_ns) / 1000) as i64;
+                assert_eq!(map.to_us(mono), want, "{offset_ns} + {mono}");
+            }
+        }
+    }
 
     #[test]
     fn names_resolve_assets_peers_and_rules() {

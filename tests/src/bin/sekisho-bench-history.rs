@@ -132,12 +132,14 @@ fn main() -> anyhow::Result<()> {
         Some("ingest") => {
             let i = ingest(&work)?;
             println!(
-                "ingest: {:.0} records/s ({} records, {:.2} s, sealing {:.2} s, syncing {:.2} s), \
-                 {:.2} bytes/record; raw write {:.0} records/s",
+                "ingest: {:.0} records/s ({} records, {:.2} s, CPU {:.2} s, sealing {:.2} s \
+                 (CPU {:.2} s), syncing {:.2} s), {:.2} bytes/record; raw write {:.0} records/s",
                 i.rate(),
                 i.records,
                 i.seconds,
+                i.cpu_seconds,
                 i.seal_seconds,
+                i.seal_cpu_seconds,
                 i.sync_seconds,
                 i.bytes_per_record(),
                 i.baseline_rate()
@@ -345,6 +347,10 @@ struct Ingest {
     /// Of `seconds`: in `History::seal_due`, and in `History::sync`.
     seal_seconds: f64,
     sync_seconds: f64,
+    /// CPU time (user and system, every thread of the process) over `seconds`.
+    cpu_seconds: f64,
+    /// Of `cpu_seconds`: in `History::seal_due`.
+    seal_cpu_seconds: f64,
     segments: u64,
     segment_bytes: u64,
     wal_bytes: u64,
@@ -408,10 +414,12 @@ fn ingest(work: &Path) -> anyhow::Result<Ingest> {
     let clock = ManualClock::new(p.arrival_us[0]);
     let mut history = History::open(&root, clock.clone())?;
     eprintln!("bench-history: ingest, one thread");
+    let cpu_start = cpu_seconds();
     let start = Instant::now();
     let mut last_sync = start;
     let (mut syncs, mut seals) = (0u64, 0u64);
     let (mut seal_time, mut sync_time) = (Duration::ZERO, Duration::ZERO);
+    let mut seal_cpu = 0.0;
     let mut hour = p.arrival_us[0].div_euclid(HOUR_US);
     for (i, e) in p.events.iter().enumerate() {
         let at = p.arrival_us[i];
@@ -419,7 +427,9 @@ fn ingest(work: &Path) -> anyhow::Result<Ingest> {
         if at.div_euclid(HOUR_US) != hour {
             hour = at.div_euclid(HOUR_US);
             let t = Instant::now();
+            let c = cpu_seconds();
             seals += history.seal_due()?.len() as u64;
+            seal_cpu += cpu_seconds() - c;
             seal_time += t.elapsed();
         }
         let mut r = recorder::event_record(&names, &clock_map, e);
@@ -444,9 +454,12 @@ fn ingest(work: &Path) -> anyhow::Result<Ingest> {
     // Parquet when the clock stops.
     clock.set((hour + 1) * HOUR_US);
     let t = Instant::now();
+    let c = cpu_seconds();
     seals += history.seal_due()?.len() as u64;
+    seal_cpu += cpu_seconds() - c;
     seal_time += t.elapsed();
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
 
     let health = history.health();
     ensure!(
@@ -480,11 +493,25 @@ fn ingest(work: &Path) -> anyhow::Result<Ingest> {
         seals,
         seal_seconds: seal_time.as_secs_f64(),
         sync_seconds: sync_time.as_secs_f64(),
+        cpu_seconds: cpu,
+        seal_cpu_seconds: seal_cpu,
         segments: entries.len() as u64,
         segment_bytes,
         wal_bytes: frames.len() as u64,
         baseline_seconds,
     })
+}
+
+/// User and system CPU time of the whole process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given and keeps no pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// Median of three: write `bytes` sequentially (1 MiB writes) and fdatasync once.
