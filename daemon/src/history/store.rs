@@ -180,6 +180,8 @@ pub struct History {
     /// Segments of the hours being written (the current one, and a finished one until it
     /// is sealed), each holding what its WAL file holds.
     building: Vec<Building>,
+    /// A finished segment writer's memory, for the next hour's.
+    spare: Option<segment::Buffers>,
     /// The newest hour written to: when the clock goes back, records keep going to it
     /// rather than to an hour that may be sealed already.
     hour: i64,
@@ -243,6 +245,7 @@ impl History {
             _lock: lock,
             writer: None,
             building: Vec::new(),
+            spare: None,
             hour: i64::MIN,
             unrecorded: Lost::default(),
             unrecorded_total: 0,
@@ -369,7 +372,7 @@ impl History {
             return;
         }
         let path = partial_path(&self.wal_dir, writer.hour());
-        match segment::Writer::create(&path) {
+        match segment::Writer::create_with(&path, self.spare.take()) {
             Ok(w) => self.building.push(Building {
                 hour: writer.hour(),
                 path,
@@ -544,7 +547,7 @@ impl History {
     fn finish_building(&mut self, hour: i64) -> Option<Built> {
         let i = self.building.iter().position(|b| b.hour == hour)?;
         let b = self.building.swap_remove(i);
-        match b.writer.finish() {
+        match b.writer.finish_keeping(&mut self.spare) {
             Ok(info) => Some(Built { path: b.path, info }),
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "partial segment abandoned; the hour is sealed from its write-ahead log");

@@ -278,7 +278,7 @@ mod read;
 mod write;
 
 pub use read::{ScanStats, count, read, read_all, schema_version};
-pub use write::{Writer, write};
+pub use write::{Buffers, Writer, write};
 
 /// The reason's text in a segment: its name, or the number for a code this build does not
 /// know (so that nothing is lost when a newer kernel program adds a reason).

@@ -87,9 +87,22 @@ pub struct Writer {
     info: SegmentInfo,
 }
 
+/// The memory of a finished writer, for the next one: a row group's rows and columns are
+/// about 70 MB, which a new writer would otherwise fault in page by page again.
+pub struct Buffers {
+    rows: Rows,
+    columns: Columns,
+    encoder: Encoder,
+}
+
 impl Writer {
     /// Creates (or truncates) the file at `path`.
     pub fn create(path: &Path) -> Result<Writer, SegmentError> {
+        Writer::create_with(path, None)
+    }
+
+    /// `create`, with the buffers a finished writer left (`finish_keeping`).
+    pub fn create_with(path: &Path, spare: Option<Buffers>) -> Result<Writer, SegmentError> {
         let file = File::create(path).map_err(|source| SegmentError::Create {
             path: path.to_path_buf(),
             source,
@@ -100,14 +113,24 @@ impl Writer {
                 source,
             },
         )?;
+        let Buffers {
+            mut rows,
+            columns,
+            encoder,
+        } = spare.unwrap_or_else(|| Buffers {
+            rows: Rows::default(),
+            columns: Columns::default(),
+            encoder: Encoder::new(),
+        });
+        rows.clear();
         Ok(Writer {
             path: path.to_path_buf(),
             inner,
             texts: Texts::new(),
-            rows: Rows::default(),
-            columns: Columns::default(),
+            rows,
+            columns,
             group_rows: ROW_GROUP_ROWS,
-            encoder: Encoder::new(),
+            encoder,
             info: SegmentInfo::default(),
         })
     }
@@ -145,7 +168,7 @@ impl Writer {
             path: self.path.clone(),
             source,
         };
-        self.columns.fill(&self.rows);
+        self.columns.fill(&mut self.rows);
         let descrs: Vec<ColumnDescPtr> = (0..Col::ALL.len())
             .map(|i| self.inner.schema_descr().column(i))
             .collect();
@@ -185,23 +208,43 @@ impl Writer {
     }
 
     /// Writes what is pending and the footer, and syncs the file to disk.
-    pub fn finish(mut self) -> Result<SegmentInfo, SegmentError> {
-        self.flush()?;
-        let path = self.path;
-        let file = self
-            .inner
-            .into_inner()
-            .map_err(|source| SegmentError::Write {
-                path: path.clone(),
-                source,
-            })?;
+    pub fn finish(self) -> Result<SegmentInfo, SegmentError> {
+        self.finish_keeping(&mut None)
+    }
+
+    /// `finish`, leaving the writer's buffers in `spare` once its rows are written (a
+    /// writer that failed midway leaves none: its state is not known to be clean).
+    pub fn finish_keeping(
+        mut self,
+        spare: &mut Option<Buffers>,
+    ) -> Result<SegmentInfo, SegmentError> {
+        let flushed = self.flush();
+        let Writer {
+            path,
+            inner,
+            rows,
+            columns,
+            encoder,
+            mut info,
+            ..
+        } = self;
+        flushed?;
+        *spare = Some(Buffers {
+            rows,
+            columns,
+            encoder,
+        });
+        let file = inner.into_inner().map_err(|source| SegmentError::Write {
+            path: path.clone(),
+            source,
+        })?;
         let sync = |source| SegmentError::Sync {
             path: path.clone(),
             source,
         };
         file.sync_all().map_err(sync)?;
-        self.info.bytes = file.metadata().map_err(sync)?.len();
-        Ok(self.info)
+        info.bytes = file.metadata().map_err(sync)?.len();
+        Ok(info)
     }
 }
 
@@ -357,9 +400,16 @@ struct Row {
     texts: [u32; 14],
 }
 
-/// One row group's records, in the order they came.
+/// One row group's records, in the order they came, and their sort keys (kept apart:
+/// collecting them from the rows would read every row once more).
 #[derive(Default)]
-struct Rows(Vec<Row>);
+struct Rows {
+    rows: Vec<Row>,
+    /// (`first`, `last`, position) of each row.
+    keys: Vec<(i64, i64, u32)>,
+    /// Whether the keys came in order.
+    unsorted: bool,
+}
 
 /// One row group's records, a vector per column, sorted.
 #[derive(Default)]
@@ -405,15 +455,22 @@ const TEXT_COLS: [Col; 14] = [
 
 impl Rows {
     fn len(&self) -> usize {
-        self.0.len()
+        self.rows.len()
     }
 
     fn clear(&mut self) {
-        self.0.clear();
+        self.rows.clear();
+        self.keys.clear();
+        self.unsorted = false;
     }
 
     fn push(&mut self, r: &Record, t: &mut Texts) {
-        self.0.push(Row {
+        let key = (r.first_us, r.last_us, self.rows.len() as u32);
+        if let Some(last) = self.keys.last() {
+            self.unsorted |= (last.0, last.1) > (key.0, key.1);
+        }
+        self.keys.push(key);
+        self.rows.push(Row {
             first: r.first_us,
             last: r.last_us,
             // Unsigned values are stored by their bits, as the logical types say.
@@ -451,22 +508,13 @@ impl Rows {
         });
     }
 
-    /// The rows in (`first`, `last`) order, equal rows in arrival order; `None` when they
-    /// are in order already.
-    fn order(&self) -> Option<Vec<u32>> {
-        let rows = &self.0;
-        if rows.is_sorted_by_key(|r| (r.first, r.last)) {
-            return None;
+    /// Sorts the keys: the rows in (`first`, `last`) order, equal rows in arrival order.
+    /// `false` when they were in order already.
+    fn sort_keys(&mut self) -> bool {
+        if self.unsorted {
+            self.keys.sort_unstable();
         }
-        let mut keys: Vec<(i64, i64, u32)> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.first, r.last, i as u32))
-            .collect();
-        // Arrival order is a few sorted runs interleaved (starts by their first packet,
-        // ends by their last), which the stable sort finds and merges.
-        keys.sort();
-        Some(keys.into_iter().map(|(_, _, i)| i).collect())
+        self.unsorted
     }
 }
 
@@ -476,7 +524,7 @@ impl Columns {
     }
 
     /// Sets these columns to `rows`, sorted: one pass over the rows in order.
-    fn fill(&mut self, rows: &Rows) {
+    fn fill(&mut self, rows: &mut Rows) {
         let n = rows.len();
         // Sized first and then written in place: no capacity check per value.
         self.first.resize(n, 0);
@@ -497,11 +545,11 @@ impl Columns {
                 v[k] = x;
             }
         };
-        match rows.order() {
-            None => rows.0.iter().enumerate().for_each(|(k, r)| put(k, r)),
-            Some(order) => {
-                for (k, &i) in order.iter().enumerate() {
-                    put(k, &rows.0[i as usize]);
+        match rows.sort_keys() {
+            false => rows.rows.iter().enumerate().for_each(|(k, r)| put(k, r)),
+            true => {
+                for (k, &(_, _, i)) in rows.keys.iter().enumerate() {
+                    put(k, &rows.rows[i as usize]);
                 }
             }
         }
@@ -547,8 +595,9 @@ struct Encoder {
     zstd: zstd::bulk::Compressor<'static>,
     page: Vec<u8>,
     levels: Vec<u8>,
-    /// Scratch for one page: definition levels or dictionary indices; compressed bytes.
+    /// Scratch for one page: dictionary indices, definition levels; compressed bytes.
     scratch: Vec<u32>,
+    level_bits: Vec<u32>,
     compressed: Vec<u8>,
     i64s: Vec<i64>,
     ids: Vec<u32>,
@@ -569,6 +618,7 @@ impl Encoder {
             page: Vec::new(),
             levels: Vec::new(),
             scratch: Vec::new(),
+            level_bits: Vec::new(),
             compressed: Vec::new(),
             i64s: Vec::new(),
             ids: Vec::new(),
@@ -688,13 +738,13 @@ impl Encoder {
         let optional = chunk.optional;
         for range in pages(ids.len()) {
             let page = &ids[range];
-            let (nulls, lo, hi) = self.local_range(page);
+            let (nulls, lo, hi) = self.page_indices(page);
             self.page.clear();
             if optional {
                 self.put_levels(page, nulls);
             }
             let encoding = if dictionary {
-                self.put_indices(page, used.len());
+                self.put_indices(used.len());
                 Encoding::RLE_DICTIONARY
             } else {
                 for &id in page.iter().filter(|&&id| id != 0) {
@@ -801,9 +851,9 @@ impl Encoder {
         let value = |rank: u32| bytes(used[sorted[rank as usize] as usize]);
         for range in pages(ids.len()) {
             let page = &ids[range];
-            let (nulls, lo, hi) = self.local_range(page);
+            let (nulls, lo, hi) = self.page_indices(page);
             self.page.clear();
-            self.put_indices(page, used.len());
+            self.put_indices(used.len());
             let stats = PageStats {
                 min: lo.map_or(Vec::new(), value),
                 max: hi.map_or(Vec::new(), value),
@@ -815,9 +865,12 @@ impl Encoder {
         Ok(())
     }
 
-    /// The nulls among `ids` and the smallest and largest dictionary index (0-based).
-    fn local_range(&self, ids: &[u32]) -> (u64, Option<u32>, Option<u32>) {
+    /// The dictionary indices (0-based) of the values among `ids` into `scratch`, in one
+    /// pass with the nulls and the smallest and largest index.
+    fn page_indices(&mut self, ids: &[u32]) -> (u64, Option<u32>, Option<u32>) {
         let (mut nulls, mut lo, mut hi) = (0u64, u32::MAX, 0u32);
+        self.scratch.clear();
+        self.scratch.reserve(ids.len());
         for &id in ids {
             let l = self.local[id as usize];
             if l == 0 {
@@ -825,6 +878,7 @@ impl Encoder {
             } else {
                 lo = lo.min(l);
                 hi = hi.max(l);
+                self.scratch.push(l - 1);
             }
         }
         if lo == u32::MAX {
@@ -844,25 +898,20 @@ impl Encoder {
             put_uleb(&mut self.levels, (ids.len() as u64) << 1);
             self.levels.push(1);
         } else {
-            self.scratch.clear();
-            self.scratch
+            self.level_bits.clear();
+            self.level_bits
                 .extend(ids.iter().map(|&id| u32::from(id != 0)));
-            rle_encode(&self.scratch, 1, &mut self.levels);
+            rle_encode(&self.level_bits, 1, &mut self.levels);
         }
         self.page
             .extend_from_slice(&(self.levels.len() as u32).to_le_bytes());
         self.page.extend_from_slice(&self.levels);
     }
 
-    /// The dictionary indices of a page's values (nulls have none).
-    fn put_indices(&mut self, ids: &[u32], entries: usize) {
+    /// The dictionary indices `page_indices` left in `scratch`, for a dictionary of
+    /// `entries` values.
+    fn put_indices(&mut self, entries: usize) {
         let width = (u32::BITS - (entries.max(2) as u32 - 1).leading_zeros()) as u8;
-        self.scratch.clear();
-        let local = &self.local;
-        self.scratch.extend(
-            ids.iter()
-                .filter_map(|&id| local[id as usize].checked_sub(1)),
-        );
         self.page.push(width);
         rle_encode(&self.scratch, width, &mut self.page);
     }
@@ -1253,8 +1302,49 @@ fn delta_encode(values: &[i64], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    /// The hybrid encoding decodes back, by the reader's decoder, for runs and literals of
-    /// every length around the group size and every width.
+    /// A writer made on another's buffers (`finish_keeping`, `create_with`) writes exactly
+    /// its own records, and the first writer's file is whole.
+    #[test]
+    fn a_writer_on_a_finished_writers_buffers_writes_only_its_own_records() {
+        let tmp = crate::testutil::TempDir::new("segment-spare");
+        let tmp = tmp.path();
+        let mut spare = None;
+        let mut first = Writer::create(&tmp.join("a.parquet")).expect("create");
+        first.group_rows = 1000;
+        let a = synthetic(5_500, 3);
+        for r in &a {
+            first.add(r).expect("add");
+        }
+        first.finish_keeping(&mut spare).expect("finish");
+        assert!(spare.is_some());
+        // Fewer records, other names and times: nothing of the first may show through.
+        let mut b = synthetic(700, 4);
+        for r in &mut b {
+            r.first_us += 86_400_000_000;
+            r.last_us += 86_400_000_000;
+            r.src_asset = r.src_asset.as_ref().map(|n| Arc::from(format!("{n}-b")));
+        }
+        let path = tmp.join("b.parquet");
+        let mut second = Writer::create_with(&path, spare.take()).expect("create");
+        for r in &b {
+            second.add(r).expect("add");
+        }
+        let info = second.finish_keeping(&mut spare).expect("finish");
+        assert_eq!(info.records, 700);
+        sort(&mut b);
+        assert_eq!(read::read_all(&path).expect("read"), b);
+        let mut a_sorted: Vec<Record> = Vec::new();
+        for chunk in a.chunks(1000) {
+            let mut c = chunk.to_vec();
+            sort(&mut c);
+            a_sorted.extend(c);
+        }
+        assert_eq!(
+            read::read_all(&tmp.join("a.parquet")).expect("read"),
+            a_sorted
+        );
+    }
+
     #[test]
     fn levels_without_nulls_are_the_run_the_hybrid_encoder_writes() {
         let mut enc = Encoder::new();
@@ -1270,6 +1360,8 @@ mod tests {
         }
     }
 
+    /// The hybrid encoding decodes back, by the reader's decoder, for runs and literals of
+    /// every length around the group size and every width.
     #[test]
     fn rle_round_trips() {
         let mut cases: Vec<Vec<u32>> = vec![vec![], vec![0], vec![1; 7], vec![1; 8], vec![3; 9]];
