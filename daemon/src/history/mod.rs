@@ -7,6 +7,7 @@
 
 pub mod ipfix;
 pub mod manifest;
+mod merge;
 pub mod query;
 pub mod record;
 pub mod recorder;

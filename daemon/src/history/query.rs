@@ -1,22 +1,18 @@
-//! History queries and exports: sealed segments, then the unsealed write-ahead log.
+//! History queries and exports: sealed segments and the unsealed write-ahead log.
 //!
-//! A query walks the manifest in order, skips segments whose time range cannot overlap the
-//! filter, lets `segment::read` prune row groups and pages by their statistics, then reads
-//! the WAL files that are not sealed yet. Records come out in time order per row group (a
-//! segment is one row group up to 262,144 records; a busier hour has several, in the
-//! order they were written), files in manifest order, then the WAL: the order they were
-//! sealed in.
+//! A query takes the live segments of the manifest whose time range can overlap the
+//! filter, and the WAL files not sealed yet; `segment::runs` prunes row groups and pages by
+//! their statistics, and `merge` gives the matching records in time order (by `first`,
+//! then `last`) across row groups, segments and the WAL.
 //!
 //! Gap records match every filter except the time range, so that a reader of a filtered
 //! history still sees where records are missing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
@@ -24,6 +20,7 @@ use jiff::fmt::temporal::DateTimePrinter;
 use jiff::tz::TimeZone;
 
 use crate::history::manifest::{self, Entry, EntryKind, ManifestError};
+use crate::history::merge::{self, Source};
 use crate::history::record::{Event, Record, Verdict};
 use crate::history::segment::{self, ScanStats, SegmentError};
 use crate::history::wal::{self, WalError};
@@ -116,7 +113,7 @@ pub struct QueryStats {
 }
 
 impl QueryStats {
-    fn add_scan(&mut self, scan: &ScanStats) {
+    pub(crate) fn add_scan(&mut self, scan: &ScanStats) {
         self.row_groups_total += scan.row_groups_total;
         self.row_groups_read += scan.row_groups_read;
         self.records_scanned += scan.records_scanned;
@@ -194,9 +191,9 @@ fn live(entries: &[Entry]) -> Vec<&Entry> {
     live.into_iter().flatten().collect()
 }
 
-/// Calls `out` with every record `filter` matches: sealed segments in manifest order, then
-/// the write-ahead log; within a row group in time order. Stops when `out` returns `false` or
-/// `filter.limit` records were given.
+/// Calls `out` with every record `filter` matches, in time order (by `first`, then
+/// `last`): sealed segments and the write-ahead log merged. Stops when `out` returns
+/// `false` or `filter.limit` records were given.
 pub fn query(
     root: &Path,
     filter: &Filter,
@@ -220,20 +217,44 @@ enum Sink<'o> {
 fn run(root: &Path, filter: &Filter, sink: &mut Sink) -> Result<QueryStats, QueryError> {
     let mut stats = QueryStats::default();
     let mut remaining = filter.limit.unwrap_or(usize::MAX);
-    let mut stopped = remaining == 0;
+    if remaining == 0 {
+        return Ok(stats);
+    }
+    let sources = sources(root, filter, &mut stats)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match sink {
+        Sink::Records(out) => {
+            let threads = match remaining >= PARALLEL_FROM {
+                true => cores,
+                false => 1,
+            };
+            merge::merge(sources, filter, threads, &mut remaining, &mut stats, *out)?;
+        }
+        // A count has no order: without a limit, segments are counted on every core.
+        Sink::Count if remaining == usize::MAX => {
+            count_parallel(sources, filter, cores, &mut stats)?
+        }
+        Sink::Count => count_sources(sources, filter, &mut remaining, &mut stats)?,
+    }
+    Ok(stats)
+}
+
+/// What a query reads: the live segments whose time range can overlap the filter's, and
+/// the write-ahead logs not sealed yet (their records that match, sorted).
+fn sources(
+    root: &Path,
+    filter: &Filter,
+    stats: &mut QueryStats,
+) -> Result<Vec<Source>, QueryError> {
     let mut entries = manifest::read(root)?;
     let mut seen = entries.last().map_or(0, |e| e.seq);
+    let mut sources = Vec::new();
     {
         let segments = live(&entries);
         stats.segments_total = segments.len() as u64;
-        if !stopped {
-            stopped = read_segments(root, &segments, filter, &mut remaining, &mut stats, sink)?;
-        }
+        segment_sources(root, &segments, filter, &mut sources)?;
     }
     for (hour, path) in wal::list(root)? {
-        if stopped {
-            break;
-        }
         let contents = match wal::read(&path) {
             Ok(c) => c,
             Err(WalError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -245,7 +266,7 @@ fn run(root: &Path, filter: &Filter, sink: &mut Sink) -> Result<QueryStats, Quer
                     .collect();
                 seen = entries.last().map_or(seen, |e| e.seq);
                 stats.segments_total += fresh.len() as u64;
-                stopped = read_segments(root, &fresh, filter, &mut remaining, &mut stats, sink)?;
+                segment_sources(root, &fresh, filter, &mut sources)?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -264,51 +285,21 @@ fn run(root: &Path, filter: &Filter, sink: &mut Sink) -> Result<QueryStats, Quer
         if sealed {
             continue;
         }
-        stats.wal_files += 1;
-        stats.records_scanned += records.len() as u64;
+        let scanned = records.len() as u64;
+        records.retain(|r| filter.matches(r));
         records.sort_by_key(|r| (r.first_us, r.last_us));
-        for rec in records {
-            if !filter.matches(&rec) {
-                continue;
-            }
-            stats.records_matched += 1;
-            remaining -= 1;
-            let taken = match sink {
-                Sink::Records(out) => out(rec),
-                Sink::Count => true,
-            };
-            if !taken || remaining == 0 {
-                stopped = true;
-                break;
-            }
-        }
+        sources.push(Source::Records { records, scanned });
     }
-    Ok(stats)
+    Ok(sources)
 }
 
-/// Below this many records still wanted, segments are read one at a time on the calling
-/// thread: a small limit is met within a segment or two, and reading ahead would be waste.
-const PARALLEL_FROM: usize = 50_000;
-
-/// The batches of records (8,192 at most) of one segment that may wait to be taken before
-/// its thread waits too: about 16 MB, more than most segments' matches, so that a thread
-/// rarely waits, and memory stays bounded however many match. (Few in tests, so that a few
-/// hundred records reach the limit.)
-const CHUNKS_AHEAD: usize = if cfg!(test) { 3 } else { 8 };
-
-/// Reads the segments whose time range can match, in order: on as many threads as the
-/// machine has cores when many records may be wanted (a query is bound by decompression
-/// and decoding, which segments do apart), on this one otherwise. `true` when the query is
-/// done.
-fn read_segments(
+/// The segments of `entries` whose time range can overlap the filter's.
+fn segment_sources(
     root: &Path,
     entries: &[&Entry],
     filter: &Filter,
-    remaining: &mut usize,
-    stats: &mut QueryStats,
-    sink: &mut Sink,
-) -> Result<bool, QueryError> {
-    let mut wanted = Vec::new();
+    sources: &mut Vec<Source>,
+) -> Result<(), QueryError> {
     for entry in entries {
         if filter
             .since_us
@@ -323,54 +314,74 @@ fn read_segments(
         if !path.exists() {
             return Err(QueryError::Missing { path });
         }
-        wanted.push(path);
+        sources.push(Source::Segment {
+            path,
+            min_first_us: entry.min_first_us,
+        });
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match sink {
-        Sink::Records(out) => {
-            let threads = match *remaining >= PARALLEL_FROM {
-                true => cores,
-                false => 1,
-            };
-            read_paths(&wanted, filter, threads, remaining, stats, *out)
-        }
-        // With a limit, counted in order so that the count stops where a query would.
-        Sink::Count if *remaining == usize::MAX => count_parallel(&wanted, filter, cores, stats),
-        Sink::Count => count_paths(&wanted, filter, remaining, stats),
-    }
+    Ok(())
 }
 
-/// Counts the matches of the segments at `paths` one after the other, up to `remaining`.
-fn count_paths(
-    paths: &[PathBuf],
+/// Below this many records still wanted, segments are read one at a time on the calling
+/// thread: a small limit is met within a segment or two, and reading ahead would be waste.
+const PARALLEL_FROM: usize = 50_000;
+
+/// Counts the matches of `sources` in the order a query reads them, up to `remaining`.
+fn count_sources(
+    mut sources: Vec<Source>,
     filter: &Filter,
     remaining: &mut usize,
     stats: &mut QueryStats,
-) -> Result<bool, QueryError> {
-    for path in paths {
+) -> Result<(), QueryError> {
+    sources.sort_by_key(Source::min_first_us);
+    for source in sources {
         if *remaining == 0 {
-            return Ok(true);
+            break;
         }
-        let f = Filter {
-            limit: Some(*remaining),
-            ..filter.clone()
+        let matched = match source {
+            Source::Segment { path, .. } => {
+                let f = Filter {
+                    limit: Some(*remaining),
+                    ..filter.clone()
+                };
+                stats.segments_read += 1;
+                let scan =
+                    segment::count(&path, &f).map_err(|source| QueryError::Segment { source })?;
+                stats.add_scan(&scan);
+                scan.records_matched
+            }
+            Source::Records { records, scanned } => {
+                stats.wal_files += 1;
+                stats.records_scanned += scanned;
+                let n = records.len().min(*remaining) as u64;
+                stats.records_matched += n;
+                n
+            }
         };
-        stats.segments_read += 1;
-        let scan = segment::count(path, &f).map_err(|source| QueryError::Segment { source })?;
-        stats.add_scan(&scan);
-        *remaining -= scan.records_matched as usize;
+        *remaining -= matched as usize;
     }
-    Ok(*remaining == 0)
+    Ok(())
 }
 
-/// Counts the matches of the segments at `paths` (no limit) on `threads` threads, each
-/// taking the next segment not yet counted. The first failure in path order is the error.
+/// Counts every match of `sources`, the segments on `threads` threads, each taking the
+/// next segment not yet counted. The first failure in source order is the error.
 fn count_parallel(
-    paths: &[PathBuf],
+    sources: Vec<Source>,
     filter: &Filter,
     threads: usize,
     stats: &mut QueryStats,
-) -> Result<bool, QueryError> {
+) -> Result<(), QueryError> {
+    let mut paths = Vec::new();
+    for source in sources {
+        match source {
+            Source::Segment { path, .. } => paths.push(path),
+            Source::Records { records, scanned } => {
+                stats.wal_files += 1;
+                stats.records_scanned += scanned;
+                stats.records_matched += records.len() as u64;
+            }
+        }
+    }
     let next = AtomicUsize::new(0);
     let mut counted: Vec<(usize, Result<ScanStats, SegmentError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.min(paths.len()))
@@ -398,174 +409,7 @@ fn count_parallel(
         stats.segments_read += 1;
         stats.add_scan(&scan);
     }
-    Ok(false)
-}
-
-/// Reads the segments at `paths` in order, on `threads` threads (on this one for 1).
-fn read_paths(
-    paths: &[PathBuf],
-    filter: &Filter,
-    threads: usize,
-    remaining: &mut usize,
-    stats: &mut QueryStats,
-    out: &mut dyn FnMut(Record) -> bool,
-) -> Result<bool, QueryError> {
-    if *remaining == 0 {
-        return Ok(true);
-    }
-    if threads > 1 && paths.len() > 1 {
-        return read_parallel(paths, filter, threads, remaining, stats, out);
-    }
-    for path in paths {
-        let f = Filter {
-            limit: Some(*remaining),
-            ..filter.clone()
-        };
-        stats.segments_read += 1;
-        let scan = segment::read(path, &f, out).map_err(|source| QueryError::Segment { source })?;
-        stats.add_scan(&scan);
-        *remaining -= scan.records_matched as usize;
-        if scan.stopped {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// What a reading thread sends of its segment: the matching records in file order, then
-/// how the read went.
-enum Part {
-    Records(Vec<Record>),
-    Done(Result<ScanStats, SegmentError>),
-}
-
-/// Reads `paths` on `threads` threads, each a whole segment at a time, and hands the records
-/// to `out` on this thread in the order a sequential read gives them. At most one segment
-/// per thread is read ahead of the one being handed over.
-fn read_parallel(
-    paths: &[PathBuf],
-    filter: &Filter,
-    threads: usize,
-    remaining: &mut usize,
-    stats: &mut QueryStats,
-    out: &mut dyn FnMut(Record) -> bool,
-) -> Result<bool, QueryError> {
-    let f = Filter {
-        limit: Some(*remaining),
-        ..filter.clone()
-    };
-    let stop = AtomicBool::new(false);
-    let (jobs, queue) = mpsc::channel::<(&Path, SyncSender<Part>)>();
-    let queue = Mutex::new(queue);
-    // Batches handed back empty: filled again without allocating and touching new pages.
-    let spare = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| read_jobs(&queue, &f, &stop, &spare));
-        }
-        let mut ahead = VecDeque::new();
-        let mut sent = 0;
-        let done = (|| {
-            for (i, path) in paths.iter().enumerate() {
-                while sent < paths.len() && sent <= i + threads {
-                    let (tx, rx) = mpsc::sync_channel(CHUNKS_AHEAD);
-                    if jobs.send((&paths[sent], tx)).is_err() {
-                        // No thread is left: one panicked, and the scope passes it on.
-                        return Ok(true);
-                    }
-                    ahead.push_back(rx);
-                    sent += 1;
-                }
-                let Some(rx) = ahead.pop_front() else {
-                    return Ok(true);
-                };
-                stats.segments_read += 1;
-                let mut taken = 0;
-                loop {
-                    match rx.recv() {
-                        Ok(Part::Records(mut records)) => {
-                            for rec in records.drain(..) {
-                                taken += 1;
-                                stats.records_matched += 1;
-                                *remaining -= 1;
-                                if !out(rec) || *remaining == 0 {
-                                    stop.store(true, Ordering::Relaxed);
-                                    // The statistics of a read that stopped here, as reading
-                                    // one segment at a time gives them (the thread read on);
-                                    // they are evidence only, so a failure leaves them out.
-                                    let to_here = Filter {
-                                        limit: Some(taken),
-                                        ..filter.clone()
-                                    };
-                                    if let Ok(scan) = segment::read(path, &to_here, &mut |_| true) {
-                                        stats.add_scan(&ScanStats {
-                                            records_matched: 0,
-                                            ..scan
-                                        });
-                                    }
-                                    return Ok(true);
-                                }
-                            }
-                            if let Ok(mut spare) = spare.lock() {
-                                spare.push(records);
-                            }
-                        }
-                        Ok(Part::Done(Ok(scan))) => {
-                            // Records were counted as they were handed over.
-                            stats.add_scan(&ScanStats {
-                                records_matched: 0,
-                                ..scan
-                            });
-                            break;
-                        }
-                        Ok(Part::Done(Err(source))) => {
-                            return Err(QueryError::Segment { source });
-                        }
-                        Err(_) => return Ok(true),
-                    }
-                }
-            }
-            Ok(false)
-        })();
-        // Threads still reading stop when they next hand over a batch.
-        stop.store(true, Ordering::Relaxed);
-        drop(jobs);
-        drop(ahead);
-        done
-    })
-}
-
-/// A reading thread: takes segments from `queue` until it is closed, and sends each
-/// segment's records in the batches it decodes them in.
-fn read_jobs(
-    queue: &Mutex<Receiver<(&Path, SyncSender<Part>)>>,
-    f: &Filter,
-    stop: &AtomicBool,
-    spare: &Mutex<Vec<Vec<Record>>>,
-) {
-    let spare_batch = || {
-        spare
-            .lock()
-            .ok()
-            .and_then(|mut spare| spare.pop())
-            .unwrap_or_default()
-    };
-    loop {
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(_) => return,
-        };
-        let Ok((path, tx)) = job else { return };
-        if stop.load(Ordering::Relaxed) {
-            continue;
-        }
-        let result = f.read_batches(path, &mut |batch| {
-            let full = std::mem::replace(batch, spare_batch());
-            // Waits while the segment's batches are not taken; fails once the query ended.
-            tx.send(Part::Records(full)).is_ok() && !stop.load(Ordering::Relaxed)
-        });
-        let _ = tx.send(Part::Done(result));
-    }
+    Ok(())
 }
 
 /// How `write_records` shows records.
@@ -1037,6 +881,8 @@ mod tests {
             all.extend(recs.iter().cloned());
             seal(root, &rel, recs);
         }
+        // A segment holds flows that started in the hours before it too: the query merges.
+        all.sort_by_key(|r| (r.first_us, r.last_us));
         all
     }
 
@@ -1074,17 +920,17 @@ mod tests {
         assert!(stats.records_scanned < all.len() as u64 / 25, "{stats:?}");
     }
 
-    /// Segments read on several threads come out as one thread reads them: the same
-    /// records in the same order, the same statistics, whatever the limit and wherever
-    /// `out` stops, in batches and with segments waiting to be taken.
+    /// Segments merged on several threads come out as on one: the same records in the same
+    /// (time) order, the same statistics, whatever the limit and wherever `out` stops, in
+    /// batches and with segments opened ahead.
     #[test]
     fn segments_read_on_threads_come_out_in_order() {
         let tmp = TempDir::new("query-threads");
         let root = tmp.path();
         let all = history(root, 1, 250, 2);
         let entries = manifest::read(root).expect("manifest");
-        let paths: Vec<PathBuf> = live(&entries).iter().map(|e| root.join(&e.path)).collect();
-        assert!(paths.len() >= 10, "{}", paths.len());
+        let segments = live(&entries);
+        assert!(segments.len() >= 10, "{}", segments.len());
         let filters = [
             Filter::default(),
             Filter {
@@ -1105,14 +951,25 @@ mod tests {
                 for stop_after in [None, Some(1), Some(7), Some(60)] {
                     let run = |threads| {
                         let (mut got, mut stats) = (Vec::new(), QueryStats::default());
+                        let mut sources = Vec::new();
+                        segment_sources(root, &segments, &f, &mut sources).expect("sources");
                         let mut remaining = limit;
-                        let done =
-                            read_paths(&paths, &f, threads, &mut remaining, &mut stats, &mut |r| {
-                                got.push(r);
-                                stop_after.is_none_or(|n| got.len() < n)
-                            })
+                        let mut out = |r| {
+                            got.push(r);
+                            stop_after.is_none_or(|n| got.len() < n)
+                        };
+                        if limit > 0 {
+                            merge::merge(
+                                sources,
+                                &f,
+                                threads,
+                                &mut remaining,
+                                &mut stats,
+                                &mut out,
+                            )
                             .expect("read");
-                        (got, stats, remaining, done)
+                        }
+                        (got, stats, remaining)
                     };
                     let one = run(1);
                     let n = limit.min(want.len()).min(stop_after.unwrap_or(usize::MAX));
@@ -1207,6 +1064,147 @@ mod tests {
                 let counted = count(root, &f).expect("count");
                 assert_eq!(counted, stats, "{f:?}");
             }
+        }
+    }
+
+    /// Records come out in time order where the runs overlap: an hour's row groups written
+    /// as records arrived (each sorted alone), flows that began hours before the segment
+    /// they ended in, and a write-ahead log holding flows older than the last segment; on
+    /// one thread or several, with any limit, every record once, and the same statistics.
+    #[test]
+    fn overlapping_runs_are_merged_into_time_order() {
+        let tmp = TempDir::new("query-merge");
+        let root = tmp.path();
+        manifest::init(root).expect("init");
+        let n = 2_400;
+        let mut all = segment::synthetic(n, 5);
+        for (i, r) in all.iter_mut().enumerate() {
+            // Distinct starts spread over three hours; one flow in ten lasts up to two hours.
+            let i = i as i64;
+            r.first_us = START + (i * 7_919 % n as i64) * (3 * HOUR / n as i64) + i % 3;
+            let long = if i % 10 == 0 {
+                (i * 104_729) % (2 * HOUR)
+            } else {
+                0
+            };
+            r.last_us = r.first_us + (i * 31 % 60) * 1_000_000 + long;
+        }
+        // Each record arrives at its last packet: the hour it ended in holds it.
+        all.sort_by_key(|r| r.last_us);
+        let mut hours: Vec<Vec<Record>> = vec![Vec::new(); 6];
+        for r in &all {
+            hours[((r.last_us - START) / HOUR) as usize].push(r.clone());
+        }
+        let wal_hour = hours.iter().rposition(|h| !h.is_empty()).expect("records");
+        for (h, recs) in hours.iter().enumerate().take(wal_hour) {
+            let stem = crate::history::store::segment_stem(START / 1_000_000 + h as i64 * 3600);
+            let rel = format!("{}.parquet", stem.expect("stem"));
+            let path = root.join(&rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            let mut w = segment::Writer::create(&path).expect("create");
+            w.set_group_rows(150);
+            for r in recs {
+                w.push(r.clone()).expect("push");
+            }
+            let info = w.finish().expect("finish");
+            let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
+            let entry = NewEntry::sealed(rel, &info, sha256, bytes, info.max_last_us);
+            manifest::append(root, entry).expect("manifest");
+        }
+        let hour = START / 1_000_000 + wal_hour as i64 * 3600;
+        let mut w = WalWriter::open(&root.join(wal::DIR), hour).expect("wal");
+        for r in &hours[wal_hour] {
+            w.append(r).expect("append");
+        }
+        w.flush_and_sync().expect("sync");
+        all.sort_by_key(|r| (r.first_us, r.last_us));
+        let starts = all
+            .iter()
+            .map(|r| r.first_us)
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(starts.len(), n, "distinct starts: the order is one");
+        let filters = [
+            Filter::default(),
+            Filter {
+                asset: Some("cs-01".into()),
+                ..Filter::default()
+            },
+            Filter {
+                since_us: Some(START + HOUR + 600_000_000),
+                until_us: Some(START + 2 * HOUR),
+                verdict: Some(Verdict::Deny),
+                ..Filter::default()
+            },
+        ];
+        for f in filters {
+            let want: Vec<&Record> = all.iter().filter(|r| f.matches(r)).collect();
+            assert!(want.len() > 40, "{f:?}: {}", want.len());
+            let (got, stats) = collect(root, &f);
+            assert!(got.iter().eq(want.iter().copied()), "{f:?}");
+            assert_eq!(stats.wal_files, 1, "{stats:?}");
+            assert!(stats.row_groups_read > stats.segments_read * 2, "{stats:?}");
+            for limit in [1, 7, 150, want.len() - 1, usize::MAX] {
+                let run = |threads| {
+                    let mut stats = QueryStats::default();
+                    let sources = sources(root, &f, &mut stats).expect("sources");
+                    let (mut got, mut remaining) = (Vec::new(), limit);
+                    let mut out = |r| {
+                        got.push(r);
+                        true
+                    };
+                    merge::merge(sources, &f, threads, &mut remaining, &mut stats, &mut out)
+                        .expect("merge");
+                    (got, stats)
+                };
+                let one = run(1);
+                assert!(
+                    one.0
+                        .iter()
+                        .eq(want[..limit.min(want.len())].iter().copied()),
+                    "{f:?}, limit {limit}"
+                );
+                for threads in [2, 3] {
+                    assert!(
+                        run(threads) == one,
+                        "{f:?}, limit {limit}, {threads} threads"
+                    );
+                }
+            }
+        }
+
+        // A segment that cannot be read ends the query with its name, whichever thread
+        // opened it.
+        let entries = manifest::read(root).expect("manifest");
+        let broken = root.join(&live(&entries)[1].path);
+        let len = std::fs::metadata(&broken).expect("stat").len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&broken)
+            .and_then(|f| f.set_len(len / 2))
+            .expect("truncate");
+        for threads in [1, 3] {
+            let mut stats = QueryStats::default();
+            let f = Filter::default();
+            let sources = sources(root, &f, &mut stats).expect("sources");
+            let (mut remaining, mut n) = (usize::MAX, 0);
+            let err = merge::merge(
+                sources,
+                &f,
+                threads,
+                &mut remaining,
+                &mut stats,
+                &mut |_| {
+                    n += 1;
+                    true
+                },
+            )
+            .expect_err("a truncated segment");
+            let QueryError::Segment { source } = err else {
+                panic!("{err:?}");
+            };
+            let text = source.to_string();
+            assert!(text.contains(&*broken.to_string_lossy()), "{text}");
+            assert!(n < all.len(), "{threads} threads: {n}");
         }
     }
 

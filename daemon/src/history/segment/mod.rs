@@ -12,7 +12,6 @@
 //! match, evaluates the filter on the few columns it needs, and decodes the other columns
 //! only for rows that match.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -277,6 +276,7 @@ fn schema() -> Arc<Type> {
 mod read;
 mod write;
 
+pub(crate) use read::{GroupRun, group_runs};
 pub use read::{ScanStats, count, read, read_all, schema_version};
 pub use write::{Buffers, Writer, write};
 

@@ -133,19 +133,6 @@ pub fn read(
     read_to(path, filter, Out::Each(out))
 }
 
-impl Filter {
-    /// `read`, for a caller that takes the records a batch at a time: `out` gets up to
-    /// `BATCH` records in order and may take the vector itself, so that no record is moved
-    /// one by one. (A method here because `segment` re-exports `read` alone.)
-    pub(crate) fn read_batches(
-        &self,
-        path: &Path,
-        out: &mut dyn FnMut(&mut Vec<Record>) -> bool,
-    ) -> Result<ScanStats, SegmentError> {
-        read_to(path, self, Out::Batches(out))
-    }
-}
-
 /// How many records of the segment `filter` matches (at most `filter.limit`), in
 /// `records_matched`: the filter is evaluated as `read` does it, and no record is decoded, so
 /// only the columns the filter names are read.
@@ -156,7 +143,6 @@ pub fn count(path: &Path, filter: &Filter) -> Result<ScanStats, SegmentError> {
 /// Where `read` hands the records.
 enum Out<'o> {
     Each(&'o mut dyn FnMut(Record) -> bool),
-    Batches(&'o mut dyn FnMut(&mut Vec<Record>) -> bool),
     /// Counted, not decoded.
     Count,
 }
@@ -177,8 +163,7 @@ fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, Segm
             ..ScanStats::default()
         },
         limit: filter.limit.unwrap_or(usize::MAX),
-        names: Interner::default(),
-        addrs: HashMap::default(),
+        dec: Decoder::new(path),
     };
     if scan.limit == 0 {
         scan.stats.stopped = true;
@@ -207,6 +192,99 @@ fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, Segm
     Ok(scan.stats)
 }
 
+/// The rows of one row group that a filter selected, decoded a batch at a time: one run of
+/// a query that merges row groups and segments into time order. It owns its page readers,
+/// so a thread can take it, decode a batch and hand it back.
+pub(crate) struct GroupRun {
+    columns: Vec<Column>,
+    selected: Vec<u32>,
+    /// The selected rows decoded so far.
+    at: usize,
+    first_row: u64,
+    dec: Decoder,
+}
+
+impl GroupRun {
+    /// Decodes the next `max` (at most a batch) of the selected rows into `recs`, which it
+    /// replaces; in file order, which is time order within a row group that sekisho wrote.
+    pub(crate) fn next(&mut self, max: usize, recs: &mut Vec<Record>) -> Result<(), SegmentError> {
+        let end = self.selected.len().min(self.at + max.clamp(1, BATCH));
+        let batch = &self.selected[self.at..end];
+        self.dec
+            .decode(&mut self.columns, batch, self.first_row, recs)?;
+        self.at = end;
+        Ok(())
+    }
+
+    /// Whether every selected row has been decoded.
+    pub(crate) fn is_done(&self) -> bool {
+        self.at == self.selected.len()
+    }
+}
+
+/// The runs of a segment: each row group that holds rows `filter` matches (its `limit`
+/// aside), with those rows found and its columns opened, in file order; and what was read
+/// to find them.
+pub(crate) fn group_runs(
+    path: &Path,
+    filter: &Filter,
+) -> Result<(Vec<GroupRun>, ScanStats), SegmentError> {
+    let reader = open(path)?;
+    let file = File::open(path).map_err(|source| SegmentError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = Arc::new(file);
+    let meta = reader.metadata();
+    let mut scan = Scan {
+        path,
+        filter,
+        stats: ScanStats {
+            row_groups_total: meta.num_row_groups() as u64,
+            ..ScanStats::default()
+        },
+        limit: usize::MAX,
+        dec: Decoder::new(path),
+    };
+    let mut runs = Vec::new();
+    let mut first_row = 0u64;
+    for i in 0..meta.num_row_groups() {
+        let group_meta = meta.row_group(i);
+        let rows = group_meta.num_rows() as u64;
+        if group_may_match(group_meta, filter) {
+            scan.stats.row_groups_read += 1;
+            let group = Group {
+                reader: reader.get_row_group(i).map_err(|e| scan.err(e))?,
+                index: meta.page_index_for_row_group(i),
+                file: &file,
+            };
+            let plan = time_plan(&group.index, rows as usize, filter);
+            let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
+            if !selected.is_empty() {
+                // A file of its own: pages are read by seeking it, and the runs of one
+                // segment may be decoded on different threads at once.
+                let own = Arc::new(File::open(path).map_err(|source| SegmentError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                })?);
+                let group = Group {
+                    file: &own,
+                    ..group
+                };
+                runs.push(GroupRun {
+                    columns: scan.columns(&group)?,
+                    selected,
+                    at: 0,
+                    first_row,
+                    dec: Decoder::new(path),
+                });
+            }
+        }
+        first_row += rows;
+    }
+    Ok((runs, scan.stats))
+}
+
 /// A row group being read: its reader and page index, and the file its pages are read from.
 struct Group<'a> {
     reader: Box<dyn RowGroupReader + 'a>,
@@ -226,7 +304,13 @@ impl Group<'_> {
     fn pages(&self, col: Col) -> Result<Box<dyn PageReader>, ParquetError> {
         let meta = self.metadata().column(col.index());
         if !matches!(meta.compression(), Compression::ZSTD(_)) {
-            return self.reader.get_column_page_reader(col.index());
+            // Through `file`, not the reader's own handle, which other runs share.
+            return Ok(Box::new(SerializedPageReader::new(
+                Arc::clone(self.file),
+                meta,
+                self.metadata().num_rows() as usize,
+                self.index.page_locations(col.index()).cloned(),
+            )?));
         }
         let raw = meta
             .clone()
@@ -619,6 +703,13 @@ struct Scan<'a> {
     filter: &'a Filter,
     stats: ScanStats,
     limit: usize,
+    dec: Decoder,
+}
+
+/// Turns a row group's selected rows into records: the names and addresses it has met,
+/// so that each distinct one is converted once.
+struct Decoder {
+    path: PathBuf,
     names: Interner,
     addrs: FastMap<Box<[u8]>, IpAddr>,
 }
@@ -632,11 +723,15 @@ impl Scan<'_> {
     }
 
     fn corrupt(&self, column: Col, what: &'static str) -> SegmentError {
-        SegmentError::Corrupt {
-            path: self.path.to_path_buf(),
-            column: column.name(),
-            what,
-        }
+        corrupt(self.path, column, what)
+    }
+
+    /// The readers of every column of a row group, for `Decoder::decode`.
+    fn columns(&self, group: &Group) -> Result<Vec<Column>, SegmentError> {
+        Col::ALL
+            .into_iter()
+            .map(|col| Column::new(group, col).map_err(|e| self.err(e)))
+            .collect()
     }
 
     /// The rows of a row group that pass the filter, in order. The other filters go first:
@@ -953,32 +1048,11 @@ impl Scan<'_> {
             self.stats.stopped = self.limit == 0;
             return Ok(());
         }
-        let mut columns = Vec::with_capacity(Col::ALL.len());
-        for col in Col::ALL {
-            columns.push(Column::new(group, col).map_err(|e| self.err(e))?);
-        }
-        let readers = columns.iter().any(|c| !matches!(c, Column::Pages(_)));
+        let mut columns = self.columns(group)?;
         let mut recs = Vec::new();
         for batch in selected.chunks(BATCH) {
             let batch = &batch[..batch.len().min(self.limit)];
-            // The column readers take runs of rows; the pages are read row by row.
-            let wanted: Vec<Range<usize>> = if readers {
-                let mut mask = vec![false; (batch[batch.len() - 1] - batch[0]) as usize + 1];
-                for &r in batch {
-                    mask[(r - batch[0]) as usize] = true;
-                }
-                runs(&mask)
-                    .into_iter()
-                    .map(|r| r.start + batch[0] as usize..r.end + batch[0] as usize)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            recs.clear();
-            recs.resize(batch.len(), Record::default());
-            for (col, column) in Col::ALL.into_iter().zip(&mut columns) {
-                self.fill(col, column, &wanted, batch, first_row, &mut recs)?;
-            }
+            self.dec.decode(&mut columns, batch, first_row, &mut recs)?;
             match out {
                 Out::Each(out) => {
                     for rec in recs.drain(..) {
@@ -991,15 +1065,51 @@ impl Scan<'_> {
                     }
                 }
                 Out::Count => return Ok(()),
-                Out::Batches(out) => {
-                    self.stats.records_matched += recs.len() as u64;
-                    self.limit -= recs.len();
-                    if !out(&mut recs) || self.limit == 0 {
-                        self.stats.stopped = true;
-                        return Ok(());
-                    }
-                }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Decoder {
+    fn new(path: &Path) -> Decoder {
+        Decoder {
+            path: path.to_path_buf(),
+            names: Interner::default(),
+            addrs: FastMap::default(),
+        }
+    }
+
+    /// Decodes the `batch` rows (in order) of the row group whose `columns` these are into
+    /// `recs`, which it replaces.
+    fn decode(
+        &mut self,
+        columns: &mut [Column],
+        batch: &[u32],
+        first_row: u64,
+        recs: &mut Vec<Record>,
+    ) -> Result<(), SegmentError> {
+        recs.clear();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let readers = columns.iter().any(|c| !matches!(c, Column::Pages(_)));
+        // The column readers take runs of rows; the pages are read row by row.
+        let wanted: Vec<Range<usize>> = if readers {
+            let mut mask = vec![false; (batch[batch.len() - 1] - batch[0]) as usize + 1];
+            for &r in batch {
+                mask[(r - batch[0]) as usize] = true;
+            }
+            runs(&mask)
+                .into_iter()
+                .map(|r| r.start + batch[0] as usize..r.end + batch[0] as usize)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        recs.resize(batch.len(), Record::default());
+        for (col, column) in Col::ALL.into_iter().zip(columns) {
+            self.fill(col, column, &wanted, batch, first_row, recs)?;
         }
         Ok(())
     }
@@ -1023,7 +1133,7 @@ impl Scan<'_> {
             }
             (k < batch.len() && batch[k] as usize == row).then_some(k)
         };
-        let path = self.path;
+        let path = self.path.as_path();
         let err = |source| SegmentError::Read {
             path: path.to_path_buf(),
             source,
@@ -1033,7 +1143,7 @@ impl Scan<'_> {
             Column::Pages(c) => {
                 bad = c.fill(batch, recs, &mut self.names).map_err(|f| match f {
                     Fault::Read(e) => err(e),
-                    Fault::Corrupt(what) => self.corrupt(col, what),
+                    Fault::Corrupt(what) => corrupt(path, col, what),
                 })?;
             }
             Column::I64(c) => {
@@ -1108,6 +1218,14 @@ impl Scan<'_> {
                 value,
             }),
         }
+    }
+}
+
+fn corrupt(path: &Path, column: Col, what: &'static str) -> SegmentError {
+    SegmentError::Corrupt {
+        path: path.to_path_buf(),
+        column: column.name(),
+        what,
     }
 }
 

@@ -135,6 +135,12 @@ impl Writer {
         })
     }
 
+    /// Row groups of `rows` records: tests cross row groups with few records.
+    #[cfg(test)]
+    pub(crate) fn set_group_rows(&mut self, rows: usize) {
+        self.group_rows = rows;
+    }
+
     /// Adds a record; a full row group is written out.
     pub fn push(&mut self, record: Record) -> Result<(), SegmentError> {
         self.add(&record)
