@@ -2,9 +2,11 @@
 //! decoding only the rows that match.
 
 use std::cell::RefCell;
+use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use parquet::column::page::PageMetadata;
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::*;
@@ -43,6 +45,70 @@ const BATCH: usize = if cfg!(test) { 5 } else { 8192 };
 /// costs about as much as decoding a few dozen values.
 const MERGE_GAP: usize = 32;
 
+/// A segment file read with positioned reads (`pread`): one handle serves every column
+/// and run of a segment, on any thread. (`File`'s reader duplicates the descriptor, seeks
+/// and closes it for every page, and its duplicates share one offset, so two threads
+/// reading one segment would read each other's pages.)
+#[derive(Clone)]
+pub(super) struct SegmentFile {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl SegmentFile {
+    fn open(path: &Path) -> Result<SegmentFile, SegmentError> {
+        let err = |source| SegmentError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        Ok(SegmentFile {
+            file: Arc::new(file),
+            len,
+        })
+    }
+}
+
+impl Length for SegmentFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for SegmentFile {
+    type T = ReadAt;
+
+    fn get_read(&self, start: u64) -> Result<ReadAt, ParquetError> {
+        Ok(ReadAt {
+            file: Arc::clone(&self.file),
+            pos: start,
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
+        let mut buf = vec![0; length];
+        self.file.read_exact_at(&mut buf, start).map_err(|e| {
+            ParquetError::EOF(format!("{length} bytes at {start} of {}: {e}", self.len))
+        })?;
+        Ok(buf.into())
+    }
+}
+
+/// A reader of a segment file from an offset of its own.
+pub(super) struct ReadAt {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl std::io::Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// The schema version in a segment's footer, without reading its data.
 pub fn schema_version(path: &Path) -> Result<u32, SegmentError> {
     let file = File::open(path).map_err(|source| SegmentError::Open {
@@ -71,13 +137,18 @@ fn footer_version(meta: &ParquetMetaData) -> Option<&str> {
         .as_deref()
 }
 
-/// Opens a segment with its page index and checks that it is one this module wrote: the
-/// schema version in the footer and every column's name and position.
-pub(super) fn open(path: &Path) -> Result<SerializedFileReader<File>, SegmentError> {
-    let file = File::open(path).map_err(|source| SegmentError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Opens a segment (for tests' inspection).
+#[cfg(test)]
+pub(super) fn open(path: &Path) -> Result<SerializedFileReader<SegmentFile>, SegmentError> {
+    open_file(path, SegmentFile::open(path)?)
+}
+
+/// Reads a segment's footer with its page index and checks that it is one this module
+/// wrote: the schema version and every column's name and position.
+fn open_file(
+    path: &Path,
+    file: SegmentFile,
+) -> Result<SerializedFileReader<SegmentFile>, SegmentError> {
     let options = ReadOptionsBuilder::new().with_page_index().build();
     let reader = SerializedFileReader::new_with_options(file, options).map_err(|source| {
         SegmentError::Read {
@@ -148,11 +219,8 @@ enum Out<'o> {
 }
 
 fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, SegmentError> {
-    let reader = open(path)?;
-    let file = File::open(path).map_err(|source| SegmentError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = SegmentFile::open(path)?;
+    let reader = open_file(path, file.clone())?;
     let file = Arc::new(file);
     let meta = reader.metadata();
     let mut scan = Scan {
@@ -229,11 +297,8 @@ pub(crate) fn group_runs(
     path: &Path,
     filter: &Filter,
 ) -> Result<(Vec<GroupRun>, ScanStats), SegmentError> {
-    let reader = open(path)?;
-    let file = File::open(path).map_err(|source| SegmentError::Open {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = SegmentFile::open(path)?;
+    let reader = open_file(path, file.clone())?;
     let file = Arc::new(file);
     let meta = reader.metadata();
     let mut scan = Scan {
@@ -261,16 +326,6 @@ pub(crate) fn group_runs(
             let plan = time_plan(&group.index, rows as usize, filter);
             let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
             if !selected.is_empty() {
-                // A file of its own: pages are read by seeking it, and the runs of one
-                // segment may be decoded on different threads at once.
-                let own = Arc::new(File::open(path).map_err(|source| SegmentError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                })?);
-                let group = Group {
-                    file: &own,
-                    ..group
-                };
                 runs.push(GroupRun {
                     columns: scan.columns(&group)?,
                     selected,
@@ -289,7 +344,7 @@ pub(crate) fn group_runs(
 struct Group<'a> {
     reader: Box<dyn RowGroupReader + 'a>,
     index: RowGroupPageIndex,
-    file: &'a Arc<File>,
+    file: &'a Arc<SegmentFile>,
 }
 
 impl Group<'_> {
@@ -304,7 +359,6 @@ impl Group<'_> {
     fn pages(&self, col: Col) -> Result<Box<dyn PageReader>, ParquetError> {
         let meta = self.metadata().column(col.index());
         if !matches!(meta.compression(), Compression::ZSTD(_)) {
-            // Through `file`, not the reader's own handle, which other runs share.
             return Ok(Box::new(SerializedPageReader::new(
                 Arc::clone(self.file),
                 meta,
@@ -328,7 +382,7 @@ impl Group<'_> {
 }
 
 /// A column chunk's pages as stored, decompressed as they are read.
-struct Unzstd(SerializedPageReader<File>);
+struct Unzstd(SerializedPageReader<SegmentFile>);
 
 impl Iterator for Unzstd {
     type Item = Result<Page, ParquetError>;
