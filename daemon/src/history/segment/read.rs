@@ -219,6 +219,22 @@ enum Out<'o> {
 }
 
 fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, SegmentError> {
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    scan_groups(path, filter, limit, |scan, group, first_row, selected| {
+        scan.materialize(group, first_row, &selected, &mut out)?;
+        Ok(!scan.stats.stopped)
+    })
+}
+
+/// Opens a segment and calls `each` with every row group whose statistics can match
+/// `filter`, in file order, with its first row and the rows that match, until `each`
+/// returns `false`.
+fn scan_groups(
+    path: &Path,
+    filter: &Filter,
+    limit: usize,
+    mut each: impl FnMut(&mut Scan, &Group, u64, Vec<u32>) -> Result<bool, SegmentError>,
+) -> Result<ScanStats, SegmentError> {
     let file = SegmentFile::open(path)?;
     let reader = open_file(path, file.clone())?;
     let file = Arc::new(file);
@@ -230,17 +246,17 @@ fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, Segm
             row_groups_total: meta.num_row_groups() as u64,
             ..ScanStats::default()
         },
-        limit: filter.limit.unwrap_or(usize::MAX),
+        limit,
         dec: Decoder::new(path),
     };
-    if scan.limit == 0 {
+    if limit == 0 {
         scan.stats.stopped = true;
         return Ok(scan.stats);
     }
     let mut first_row = 0u64;
     for i in 0..meta.num_row_groups() {
         let group_meta = meta.row_group(i);
-        let rows = group_meta.num_rows() as usize;
+        let rows = group_meta.num_rows() as u64;
         if group_may_match(group_meta, filter) {
             scan.stats.row_groups_read += 1;
             let group = Group {
@@ -248,14 +264,13 @@ fn read_to(path: &Path, filter: &Filter, mut out: Out) -> Result<ScanStats, Segm
                 index: meta.page_index_for_row_group(i),
                 file: &file,
             };
-            let plan = time_plan(&group.index, rows, filter);
+            let plan = time_plan(&group.index, rows as usize, filter);
             let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
-            scan.materialize(&group, first_row, &selected, &mut out)?;
-            if scan.stats.stopped {
+            if !each(&mut scan, &group, first_row, selected)? {
                 break;
             }
         }
-        first_row += rows as u64;
+        first_row += rows;
     }
     Ok(scan.stats)
 }
@@ -297,47 +312,25 @@ pub(crate) fn group_runs(
     path: &Path,
     filter: &Filter,
 ) -> Result<(Vec<GroupRun>, ScanStats), SegmentError> {
-    let file = SegmentFile::open(path)?;
-    let reader = open_file(path, file.clone())?;
-    let file = Arc::new(file);
-    let meta = reader.metadata();
-    let mut scan = Scan {
+    let mut runs = Vec::new();
+    let stats = scan_groups(
         path,
         filter,
-        stats: ScanStats {
-            row_groups_total: meta.num_row_groups() as u64,
-            ..ScanStats::default()
-        },
-        limit: usize::MAX,
-        dec: Decoder::new(path),
-    };
-    let mut runs = Vec::new();
-    let mut first_row = 0u64;
-    for i in 0..meta.num_row_groups() {
-        let group_meta = meta.row_group(i);
-        let rows = group_meta.num_rows() as u64;
-        if group_may_match(group_meta, filter) {
-            scan.stats.row_groups_read += 1;
-            let group = Group {
-                reader: reader.get_row_group(i).map_err(|e| scan.err(e))?,
-                index: meta.page_index_for_row_group(i),
-                file: &file,
-            };
-            let plan = time_plan(&group.index, rows as usize, filter);
-            let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
+        usize::MAX,
+        |scan, group, first_row, selected| {
             if !selected.is_empty() {
                 runs.push(GroupRun {
-                    columns: scan.columns(&group)?,
+                    columns: scan.columns(group)?,
                     selected,
                     at: 0,
                     first_row,
                     dec: Decoder::new(path),
                 });
             }
-        }
-        first_row += rows;
-    }
-    Ok((runs, scan.stats))
+            Ok(true)
+        },
+    )?;
+    Ok((runs, stats))
 }
 
 /// A row group being read: its reader and page index, and the file its pages are read from.
