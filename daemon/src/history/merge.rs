@@ -4,8 +4,10 @@
 //! but runs overlap: a segment holds the flows that ended in its hour (a long flow began
 //! hours before), and the row groups of an hour written as it went are sorted each alone.
 //! So the runs are merged. A source (segment or log) joins the merge only when the merge
-//! reaches the earliest time in it, which the manifest gives; on threads, segments are
-//! opened and their runs decoded ahead of the merge, a bounded number of batches each.
+//! reaches the earliest time in it, which the manifest gives, and each of a segment's row
+//! groups when it reaches the row group's (its statistics); a row group's rows are found
+//! on its first batch, so memory follows the runs being merged, not the segment's size.
+//! On threads, segments are opened and runs decoded ahead of the merge, within a bound.
 //!
 //! What the merge gives, and the statistics of what it read, are the same on one thread
 //! or many: runs of equal times are taken in source order, and a source counts as read
@@ -20,7 +22,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use super::Record;
 use super::query::{Filter, QueryError, QueryStats};
-use super::segment::{self, GroupRun as Run, ScanStats, SegmentError};
+use super::segment::{self, GroupRun, ScanStats, SegmentError};
+
+/// A run moves between the merge and the threads; boxed, so that what carries it stays small.
+type Run = Box<GroupRun>;
 
 /// Where a query's records come from.
 pub(crate) enum Source {
@@ -44,6 +49,9 @@ type Key = (i64, i64);
 
 /// A live run's next record in the merge: its time, the run's order, its slot.
 type Head = (Key, (usize, usize), usize);
+
+/// A run waiting to join the merge: its earliest time, its order, its slot.
+type Pending = (i64, (usize, usize), usize);
 
 fn key(r: &Record) -> Key {
     (r.first_us, r.last_us)
@@ -71,7 +79,7 @@ enum Job {
 }
 
 enum Done {
-    Opened(usize, Result<(Vec<Run>, ScanStats), SegmentError>),
+    Opened(usize, Result<(Vec<GroupRun>, ScanStats), SegmentError>),
     /// The batches decoded of the `count` asked for, and the error that stopped the decoding.
     Batches {
         slot: usize,
@@ -79,6 +87,8 @@ enum Done {
         count: usize,
         batches: Vec<Vec<Record>>,
         failed: Option<SegmentError>,
+        /// What finding the run's rows read, on its first batch.
+        scan: Option<ScanStats>,
     },
     /// A thread's job panicked: passed on to the caller rather than leaving it waiting.
     Panic(Box<dyn std::any::Any + Send>),
@@ -95,14 +105,17 @@ fn work(job: Job, filter: &Filter) -> Done {
         } => {
             let count = bufs.len();
             let mut batches = Vec::with_capacity(count);
-            let mut failed = None;
+            let (mut failed, mut scan) = (None, None);
             for mut recs in bufs {
                 if run.is_done() {
                     break;
                 }
-                if let Err(e) = run.next(max, &mut recs) {
-                    failed = Some(e);
-                    break;
+                match run.next(filter, max, &mut recs) {
+                    Ok(found) => scan = scan.or(found),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
                 batches.push(recs);
             }
@@ -112,6 +125,7 @@ fn work(job: Job, filter: &Filter) -> Done {
                 count,
                 batches,
                 failed,
+                scan,
             }
         }
     }));
@@ -235,8 +249,11 @@ struct Slot {
     failed: Option<SegmentError>,
     /// Decoded batches (a vector's buffer taken as is: records leave from the front).
     batches: VecDeque<VecDeque<Record>>,
-    /// In the merge (its source has joined).
+    /// In the merge: the merge has reached `min_first`, its earliest time.
     live: bool,
+    min_first: i64,
+    /// What finding its rows read, until it joins the merge and is counted.
+    scan: Option<ScanStats>,
 }
 
 impl Slot {
@@ -266,8 +283,10 @@ struct Merge {
     lo: usize,
     /// The live slots with a record to give, by that record.
     heap: BinaryHeap<Reverse<Head>>,
+    /// Runs of joined sources that have not joined the merge yet, by their earliest time.
+    pending: BinaryHeap<Reverse<Pending>>,
     /// Live slots whose next batch is being decoded: the merge cannot go on without them.
-    waiting: usize,
+    needy: Vec<usize>,
     in_flight: usize,
     /// Batches held decoded, and being decoded.
     held: usize,
@@ -287,7 +306,8 @@ impl Merge {
             slots: Vec::new(),
             lo: 0,
             heap: BinaryHeap::new(),
-            waiting: 0,
+            pending: BinaryHeap::new(),
+            needy: Vec::new(),
             in_flight: 0,
             held: 0,
             spare: Vec::new(),
@@ -309,6 +329,8 @@ impl Merge {
                         failed: None,
                         batches: VecDeque::from([VecDeque::from(records)]),
                         live: false,
+                        min_first: merge.min_first[i],
+                        scan: None,
                     });
                     merge.paths.push(None);
                     merge.opened.push(Some(Opened::Records(slot, scanned)));
@@ -329,27 +351,34 @@ impl Merge {
         while *remaining > 0 {
             // Finished jobs are taken as they come, so that the threads get new ones.
             while let Some(done) = exec.try_recv() {
-                self.take(done)?;
+                self.take(done, stats)?;
             }
             self.schedule(exec, ahead, *remaining);
-            if self.waiting > 0 {
-                self.receive(exec)?;
+            if !self.needy.is_empty() {
+                self.receive(exec, stats)?;
                 continue;
             }
-            // Every live run shows its next record: the next source joins if it may hold
-            // an earlier one.
+            // Every live run shows its next record: the next run or source joins if it may
+            // hold an earlier one (a run first: it comes from an earlier source).
             let next_source = self.min_first.get(self.joined).copied();
-            if let Some(min_first) = next_source
+            let next_run = self.pending.peek().map(|Reverse((m, ..))| *m);
+            let next = match (next_source, next_run) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(min_first) = next
                 && self
                     .heap
                     .peek()
                     .is_none_or(|Reverse((k, ..))| min_first <= k.0)
             {
-                if self.opened[self.joined].is_none() {
+                if next_run == Some(min_first) {
+                    self.join_run(stats)?;
+                } else if self.opened[self.joined].is_none() {
                     if self.paths[self.joined].is_some() {
                         self.open(exec, self.joined);
                     }
-                    self.receive(exec)?;
+                    self.receive(exec, stats)?;
                 } else {
                     self.join(stats)?;
                 }
@@ -365,9 +394,9 @@ impl Merge {
                 .front_mut()
                 .expect("a run in the heap has a batch");
             // The popped run's first record passes both bounds: the heap gave its least,
-            // and the next source starts after it.
+            // and the next run or source starts after it.
             while let Some(r) = batch.front() {
-                if next_source.is_some_and(|m| r.first_us >= m)
+                if next.is_some_and(|m| r.first_us >= m)
                     || bound.is_some_and(|b| (key(r), order) > b)
                 {
                     break;
@@ -398,9 +427,22 @@ impl Merge {
         } else if let Some(source) = s.failed.take() {
             return Err(QueryError::Segment { source });
         } else if s.more {
-            self.waiting += 1;
+            self.needy.push(slot);
         }
         Ok(())
+    }
+
+    /// The earliest run waiting joins the merge, and what finding its rows read is counted.
+    fn join_run(&mut self, stats: &mut QueryStats) -> Result<(), QueryError> {
+        let Some(Reverse((_, _, slot))) = self.pending.pop() else {
+            return Ok(());
+        };
+        let s = &mut self.slots[slot];
+        s.live = true;
+        if let Some(scan) = s.scan.take() {
+            stats.add_scan(&scan);
+        }
+        self.settle(slot)
     }
 
     /// The next source joins the merge, and its statistics are counted.
@@ -425,8 +467,8 @@ impl Merge {
             None => unreachable!("a source joins once opened"),
         };
         for slot in slots {
-            self.slots[slot].live = true;
-            self.settle(slot)?;
+            let s = &self.slots[slot];
+            self.pending.push(Reverse((s.min_first, s.order, slot)));
         }
         Ok(())
     }
@@ -468,9 +510,10 @@ impl Merge {
         }
         // On this thread, no more is decoded than is still wanted.
         let max = if ahead == 0 { remaining } else { usize::MAX };
-        for slot in self.lo..self.slots.len() {
+        for i in 0..self.needy.len() {
+            let slot = self.needy[i];
             let s = &self.slots[slot];
-            if s.live && s.batches.is_empty() && s.more && !s.busy && s.failed.is_none() {
+            if s.more && !s.busy && s.failed.is_none() {
                 self.decode(exec, slot, 1, max);
             }
         }
@@ -498,26 +541,30 @@ impl Merge {
     }
 
     /// Waits for a finished job and takes it.
-    fn receive(&mut self, exec: &mut dyn Exec) -> Result<(), QueryError> {
+    fn receive(&mut self, exec: &mut dyn Exec, stats: &mut QueryStats) -> Result<(), QueryError> {
         let done = exec.recv();
-        self.take(done)
+        self.take(done, stats)
     }
 
-    fn take(&mut self, done: Done) -> Result<(), QueryError> {
+    fn take(&mut self, done: Done, stats: &mut QueryStats) -> Result<(), QueryError> {
         self.in_flight -= 1;
         match done {
             Done::Opened(source, Ok((runs, scan))) => {
                 let mut slots = Vec::with_capacity(runs.len());
+                // No record of the segment starts before the manifest says.
+                let floor = self.min_first[source];
                 for (group, run) in runs.into_iter().enumerate() {
                     slots.push(self.slots.len());
                     self.slots.push(Slot {
                         order: (source, group),
-                        run: Some(run),
+                        min_first: run.min_first_us.map_or(floor, |m| m.max(floor)),
+                        run: Some(Box::new(run)),
                         busy: false,
                         more: true,
                         failed: None,
                         batches: VecDeque::new(),
                         live: false,
+                        scan: None,
                     });
                 }
                 self.opened[source] = Some(Opened::Segment(slots, scan));
@@ -529,8 +576,15 @@ impl Merge {
                 count,
                 batches,
                 failed,
+                scan,
             } => {
                 let s = &mut self.slots[slot];
+                if let Some(scan) = scan {
+                    match s.live {
+                        true => stats.add_scan(&scan),
+                        false => s.scan = Some(scan),
+                    }
+                }
                 s.busy = false;
                 s.more = !run.is_done() && failed.is_none();
                 // A run done with is dropped: its page readers hold buffers.
@@ -549,7 +603,9 @@ impl Merge {
                     }
                 }
                 if s.live && !had_head {
-                    self.waiting -= 1;
+                    if let Some(i) = self.needy.iter().position(|&n| n == slot) {
+                        self.needy.swap_remove(i);
+                    }
                     self.settle(slot)?;
                 }
             }

@@ -1067,6 +1067,56 @@ mod tests {
         }
     }
 
+    /// A segment's row groups join the merge one by one, at their own earliest time, and
+    /// their rows are found only then: the first records of a segment of ten row groups
+    /// read one of them, on one thread or several (threads reading ahead count nothing).
+    #[test]
+    fn row_groups_join_the_merge_at_their_own_time() {
+        let tmp = TempDir::new("query-lazy");
+        let root = tmp.path();
+        manifest::init(root).expect("init");
+        let mut recs = segment::synthetic(1_000, 3);
+        for (i, r) in recs.iter_mut().enumerate() {
+            r.first_us = START + i as i64 * 1_000_000;
+            r.last_us = r.first_us + 500_000;
+        }
+        let rel = format!(
+            "{}.parquet",
+            crate::history::store::segment_stem(START / 1_000_000).expect("stem")
+        );
+        let path = root.join(&rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let mut w = segment::Writer::create(&path).expect("create");
+        w.set_group_rows(100);
+        for r in &recs {
+            w.push(r.clone()).expect("push");
+        }
+        let info = w.finish().expect("finish");
+        let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
+        let entry = NewEntry::sealed(rel, &info, sha256, bytes, info.max_last_us);
+        manifest::append(root, entry).expect("manifest");
+        let f = Filter::default();
+        for threads in [1, 3] {
+            let mut stats = QueryStats::default();
+            let sources = sources(root, &f, &mut stats).expect("sources");
+            let (mut got, mut remaining) = (Vec::new(), 3);
+            merge::merge(sources, &f, threads, &mut remaining, &mut stats, &mut |r| {
+                got.push(r);
+                true
+            })
+            .expect("merge");
+            assert!(got.iter().eq(recs[..3].iter()), "{threads} threads");
+            assert_eq!(
+                (stats.row_groups_total, stats.records_scanned),
+                (10, 100),
+                "{threads} threads: {stats:?}"
+            );
+        }
+        let (got, stats) = collect(root, &f);
+        assert_eq!(got, recs);
+        assert_eq!(stats.records_scanned, 1_000);
+    }
+
     /// Records come out in time order where the runs overlap: an hour's row groups written
     /// as records arrived (each sorted alone), flows that began hours before the segment
     /// they ended in, and a write-ahead log holding flows older than the last segment; on

@@ -275,61 +275,135 @@ fn scan_groups(
     Ok(scan.stats)
 }
 
-/// The rows of one row group that a filter selected, decoded a batch at a time: one run of
-/// a query that merges row groups and segments into time order. It owns its page readers,
-/// so a thread can take it, decode a batch and hand it back.
+/// A row group of a segment that a query may need, decoded a batch at a time: one run of a
+/// query that merges row groups and segments into time order. Its rows are selected on
+/// its first batch, so that a segment of many row groups costs memory only for the ones
+/// being merged. It can move between threads: each takes it, decodes and hands it back.
 pub(crate) struct GroupRun {
+    segment: Arc<Opened>,
+    group: usize,
+    first_row: u64,
+    /// The earliest `first` in the row group, by its statistics.
+    pub(crate) min_first_us: Option<i64>,
+    rows: Option<Selected>,
+}
+
+/// A segment whose footer has been read.
+struct Opened {
+    path: PathBuf,
+    reader: SerializedFileReader<SegmentFile>,
+    file: Arc<SegmentFile>,
+}
+
+/// A row group's matching rows and its column readers.
+struct Selected {
     columns: Vec<Column>,
     selected: Vec<u32>,
     /// The selected rows decoded so far.
     at: usize,
-    first_row: u64,
     dec: Decoder,
 }
 
 impl GroupRun {
-    /// Decodes the next `max` (at most a batch) of the selected rows into `recs`, which it
-    /// replaces; in file order, which is time order within a row group that sekisho wrote.
-    pub(crate) fn next(&mut self, max: usize, recs: &mut Vec<Record>) -> Result<(), SegmentError> {
-        let end = self.selected.len().min(self.at + max.clamp(1, BATCH));
-        let batch = &self.selected[self.at..end];
-        self.dec
-            .decode(&mut self.columns, batch, self.first_row, recs)?;
-        self.at = end;
-        Ok(())
+    /// Decodes the next `max` (at most a batch) of the rows that match `filter` into
+    /// `recs`, which it replaces; in file order, which is time order within a row group
+    /// that sekisho wrote. The first call finds those rows, and returns what it read to.
+    pub(crate) fn next(
+        &mut self,
+        filter: &Filter,
+        max: usize,
+        recs: &mut Vec<Record>,
+    ) -> Result<Option<ScanStats>, SegmentError> {
+        let mut scanned = None;
+        let rows = match &mut self.rows {
+            Some(rows) => rows,
+            None => {
+                let (rows, scan) = self.select(filter)?;
+                scanned = Some(scan);
+                self.rows.insert(rows)
+            }
+        };
+        let end = rows.selected.len().min(rows.at + max.clamp(1, BATCH));
+        let batch = &rows.selected[rows.at..end];
+        rows.dec
+            .decode(&mut rows.columns, batch, self.first_row, recs)?;
+        rows.at = end;
+        Ok(scanned)
     }
 
-    /// Whether every selected row has been decoded.
+    /// The rows of the row group that match `filter`, with its columns opened.
+    fn select(&self, filter: &Filter) -> Result<(Selected, ScanStats), SegmentError> {
+        let Opened { path, reader, file } = &*self.segment;
+        let meta = reader.metadata();
+        let group_meta = meta.row_group(self.group);
+        let mut scan = Scan {
+            path,
+            filter,
+            stats: ScanStats::default(),
+            limit: usize::MAX,
+            dec: Decoder::new(path),
+        };
+        let group = Group {
+            reader: reader.get_row_group(self.group).map_err(|e| scan.err(e))?,
+            index: meta.page_index_for_row_group(self.group),
+            file,
+        };
+        let plan = time_plan(&group.index, group_meta.num_rows() as usize, filter);
+        let selected = scan.select(&group, &plan, may_have_gaps(group_meta))?;
+        let columns = match selected.is_empty() {
+            true => Vec::new(),
+            false => scan.columns(&group)?,
+        };
+        let rows = Selected {
+            columns,
+            selected,
+            at: 0,
+            dec: scan.dec,
+        };
+        Ok((rows, scan.stats))
+    }
+
+    /// Whether every matching row has been decoded.
     pub(crate) fn is_done(&self) -> bool {
-        self.at == self.selected.len()
+        self.rows
+            .as_ref()
+            .is_some_and(|rows| rows.at == rows.selected.len())
     }
 }
 
-/// The runs of a segment: each row group that holds rows `filter` matches (its `limit`
-/// aside), with those rows found and its columns opened, in file order; and what was read
-/// to find them.
+/// The runs of a segment: its row groups whose statistics can match `filter`, in file
+/// order; and what was read to find them (the footer).
 pub(crate) fn group_runs(
     path: &Path,
     filter: &Filter,
 ) -> Result<(Vec<GroupRun>, ScanStats), SegmentError> {
+    let file = SegmentFile::open(path)?;
+    let reader = open_file(path, file.clone())?;
+    let segment = Arc::new(Opened {
+        path: path.to_path_buf(),
+        reader,
+        file: Arc::new(file),
+    });
+    let meta = segment.reader.metadata();
+    let mut stats = ScanStats {
+        row_groups_total: meta.num_row_groups() as u64,
+        ..ScanStats::default()
+    };
     let mut runs = Vec::new();
-    let stats = scan_groups(
-        path,
-        filter,
-        usize::MAX,
-        |scan, group, first_row, selected| {
-            if !selected.is_empty() {
-                runs.push(GroupRun {
-                    columns: scan.columns(group)?,
-                    selected,
-                    at: 0,
-                    first_row,
-                    dec: Decoder::new(path),
-                });
-            }
-            Ok(true)
-        },
-    )?;
+    let mut first_row = 0u64;
+    for (group, group_meta) in meta.row_groups().iter().enumerate() {
+        if group_may_match(group_meta, filter) {
+            stats.row_groups_read += 1;
+            runs.push(GroupRun {
+                segment: Arc::clone(&segment),
+                group,
+                first_row,
+                min_first_us: i64_stats(group_meta, Col::First).map(|(min, _)| min),
+                rows: None,
+            });
+        }
+        first_row += group_meta.num_rows() as u64;
+    }
     Ok((runs, stats))
 }
 
