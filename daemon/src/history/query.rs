@@ -846,6 +846,24 @@ mod tests {
         .expect("manifest")
     }
 
+    /// Seals `records` as the segment of `hour` the way the store builds it as records come:
+    /// in the order given, row groups of `group_rows` each sorted alone.
+    fn seal_as_written(root: &Path, hour: i64, records: &[Record], group_rows: usize) {
+        let stem = crate::history::store::segment_stem(hour).expect("stem");
+        let rel = format!("{stem}.parquet");
+        let path = root.join(&rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let mut w = segment::Writer::create(&path).expect("create");
+        w.set_group_rows(group_rows);
+        for r in records {
+            w.push(r.clone()).expect("push");
+        }
+        let info = w.finish().expect("finish");
+        let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
+        let entry = NewEntry::sealed(rel, &info, sha256, bytes, info.max_last_us);
+        manifest::append(root, entry).expect("manifest");
+    }
+
     /// `days` days of synthetic traffic from `START`, `per_hour` records an hour, sealed
     /// every `hours` hours (each record in the segment of the hour it arrived in: its last
     /// packet; the store seals every hour, fewer segments keep the test fast). Returns the
@@ -1080,21 +1098,7 @@ mod tests {
             r.first_us = START + i as i64 * 1_000_000;
             r.last_us = r.first_us + 500_000;
         }
-        let rel = format!(
-            "{}.parquet",
-            crate::history::store::segment_stem(START / 1_000_000).expect("stem")
-        );
-        let path = root.join(&rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        let mut w = segment::Writer::create(&path).expect("create");
-        w.set_group_rows(100);
-        for r in &recs {
-            w.push(r.clone()).expect("push");
-        }
-        let info = w.finish().expect("finish");
-        let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
-        let entry = NewEntry::sealed(rel, &info, sha256, bytes, info.max_last_us);
-        manifest::append(root, entry).expect("manifest");
+        seal_as_written(root, START / 1_000_000, &recs, 100);
         let f = Filter::default();
         for threads in [1, 3] {
             let mut stats = QueryStats::default();
@@ -1147,19 +1151,7 @@ mod tests {
         }
         let wal_hour = hours.iter().rposition(|h| !h.is_empty()).expect("records");
         for (h, recs) in hours.iter().enumerate().take(wal_hour) {
-            let stem = crate::history::store::segment_stem(START / 1_000_000 + h as i64 * 3600);
-            let rel = format!("{}.parquet", stem.expect("stem"));
-            let path = root.join(&rel);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            let mut w = segment::Writer::create(&path).expect("create");
-            w.set_group_rows(150);
-            for r in recs {
-                w.push(r.clone()).expect("push");
-            }
-            let info = w.finish().expect("finish");
-            let (sha256, bytes) = manifest::file_sha256(&path).expect("hash");
-            let entry = NewEntry::sealed(rel, &info, sha256, bytes, info.max_last_us);
-            manifest::append(root, entry).expect("manifest");
+            seal_as_written(root, START / 1_000_000 + h as i64 * 3600, recs, 150);
         }
         let hour = START / 1_000_000 + wal_hour as i64 * 3600;
         let mut w = WalWriter::open(&root.join(wal::DIR), hour).expect("wal");
