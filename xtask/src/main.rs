@@ -1,7 +1,7 @@
 //! sekisho's developer commands: what cargo alone cannot do.
 //!
 //! - `setup`: install, idempotently, what a fresh machine lacks (Debian packages, the
-//!   nightly rust-src, bpf-linker built against LLVM 22, cargo-deb).
+//!   nightly rust-src, bpf-linker built against the nightly's own LLVM, cargo-deb).
 //! - `test`: setup, formatting and lints, unit tests, the package, then the privileged
 //!   eBPF, network-namespace and package tests (one at a time: the kernel is shared state).
 //! - `demo`: setup, build, and walk through the daemon enforcing in a namespace topology.
@@ -57,8 +57,8 @@ enum Task {
 
 /// Debian packages the build, the tests and the demo use.
 const PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
+    // readelf tells which LLVM an installed bpf-linker was linked against.
+    "binutils",
     "iproute2",
     "iputils-ping",
     "nftables",
@@ -165,14 +165,33 @@ fn setup() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    let has_nightly_src = Command::new("rustup")
+    nightly_with_rust_src()?;
+    bpf_linker_for_nightly()?;
+    if !succeeds(cargo().args(["deb", "--version"])) {
+        run(Command::new("cargo").args(["install", "--locked", "cargo-deb"]))?;
+    }
+    eprintln!("setup: everything sekisho needs is installed");
+    Ok(())
+}
+
+/// The nightly toolchain with `rust-src`, for `-Z build-std=core`. A nightly already on the
+/// machine is kept as it is: installing would move it to the newest one.
+fn nightly_with_rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
-        });
-    if !has_nightly_src {
-        run(Command::new("rustup").args([
+        .ok()
+        .filter(|o| o.status.success());
+    match installed {
+        Some(o) if String::from_utf8_lossy(&o.stdout).contains("rust-src") => Ok(()),
+        Some(_) => run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ])),
+        None => run(Command::new("rustup").args([
             "toolchain",
             "install",
             "nightly",
@@ -180,27 +199,94 @@ fn setup() -> anyhow::Result<()> {
             "minimal",
             "--component",
             "rust-src",
-        ]))?;
+        ])),
     }
-    if !succeeds(Command::new("bpf-linker").arg("--version")) {
-        // The default feature wants LLVM 23; Debian has 22. LLVM_PREFIX keeps the build
-        // away from an older /usr/bin/llvm-config.
-        run(Command::new("cargo")
-            .args([
-                "install",
-                "--locked",
-                "bpf-linker",
-                "--no-default-features",
-                "--features",
-                "llvm-22",
-            ])
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+}
+
+/// bpf-linker reads the bitcode rustc writes, so its LLVM must be the nightly's own: one
+/// major version apart and linking fails ("Not an int attribute"), and Debian's LLVM
+/// trails the nightly's. rustup ships rustc's LLVM as a shared library, so bpf-linker is
+/// linked against that very file, and rebuilt whenever the nightly's LLVM changes.
+fn bpf_linker_for_nightly() -> anyhow::Result<()> {
+    let sysroot = command_output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let libdir = Path::new(sysroot.trim()).join("lib");
+    // The library's file name is its soname: libLLVM.so.23.1-rust-1.101.0-nightly.
+    let soname = std::fs::read_dir(&libdir)
+        .with_context(|| format!("{}", libdir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|name| name.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", libdir.display()))?;
+    let major = soname["libLLVM.so.".len()..]
+        .split('.')
+        .next()
+        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
+        .with_context(|| format!("no LLVM version in {soname}"))?
+        .to_owned();
+    if bpf_linker_links(&soname) {
+        return Ok(());
     }
-    if !succeeds(cargo().args(["deb", "--version"])) {
-        run(Command::new("cargo").args(["install", "--locked", "cargo-deb"]))?;
+    // bpf-linker's build looks for libLLVM.so under LLVM_PREFIX/lib and sets its runpath
+    // there; the soname link is what the loader then finds.
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let prefix = Path::new(&home)
+        .join(".cache/sekisho/rust-llvm")
+        .join(&soname);
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("{}", lib.display()))?;
+    for name in ["libLLVM.so", soname.as_str()] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(libdir.join(&soname), &link)
+            .with_context(|| format!("{}", link.display()))?;
     }
-    eprintln!("setup: everything sekisho needs is installed");
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            "--force",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("llvm-{major}"))
+        .env("LLVM_PREFIX", &prefix))?;
+    if !bpf_linker_links(&soname) {
+        bail!("bpf-linker was installed but does not load {soname}");
+    }
     Ok(())
+}
+
+/// Whether the bpf-linker on PATH starts and is linked against the library `soname`.
+fn bpf_linker_links(soname: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("bpf-linker"))
+            .find(|p| p.is_file())
+    }) else {
+        return false;
+    };
+    let needed = Command::new("readelf")
+        .args(["-d", "-W"])
+        .arg(&path)
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout).contains(&format!("Shared library: [{soname}]"))
+        });
+    needed && succeeds(Command::new(&path).arg("--version"))
+}
+
+fn command_output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn cargo() -> Command {
