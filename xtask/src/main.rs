@@ -182,16 +182,8 @@ fn nightly_with_rust_src() -> anyhow::Result<()> {
         .output()
         .ok()
         .filter(|o| o.status.success());
-    match installed {
-        Some(o) if String::from_utf8_lossy(&o.stdout).contains("rust-src") => Ok(()),
-        Some(_) => run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ])),
-        None => run(Command::new("rustup").args([
+    let install = || {
+        run(Command::new("rustup").args([
             "toolchain",
             "install",
             "nightly",
@@ -199,7 +191,20 @@ fn nightly_with_rust_src() -> anyhow::Result<()> {
             "minimal",
             "--component",
             "rust-src",
-        ])),
+        ]))
+    };
+    match installed {
+        Some(o) if String::from_utf8_lossy(&o.stdout).contains("rust-src") => Ok(()),
+        // An old nightly's rust-src may be gone from the mirror: then the newest nightly.
+        Some(_) => run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .or_else(|_| install()),
+        None => install(),
     }
 }
 
