@@ -152,12 +152,15 @@ fn main() -> anyhow::Result<()> {
                 let q = compare_query(&dataset_root, asset)?;
                 println!(
                     "{asset}: {} records; sekisho query {:.1} ms, count {:.1} ms; DuckDB \
-                     every column {:.1} ms, count(*) all files {:.1} ms",
+                     every column {:.1} ms, count(*) all files {:.1} ms; paired ratios \
+                     {:.2}× and {:.2}×",
                     q.sekisho.count,
                     q.sekisho.median * 1e3,
                     q.sekisho_count.median * 1e3,
                     q.duckdb_columns.median * 1e3,
-                    q.duckdb_all.median * 1e3
+                    q.duckdb_all.median * 1e3,
+                    q.query_ratio,
+                    q.count_ratio
                 );
             }
             return Ok(());
@@ -734,11 +737,31 @@ struct Timed {
     median: f64,
 }
 
+impl Timed {
+    /// From (seconds, count) runs, whose counts must all agree.
+    fn of(runs: &[(f64, u64)], what: &str) -> anyhow::Result<Timed> {
+        let count = runs.first().context("a run")?.1;
+        ensure!(
+            runs.iter().all(|r| r.1 == count),
+            "{what}: the counts differ between runs: {runs:?}"
+        );
+        Ok(Timed {
+            count,
+            first: runs[0].0,
+            median: median(runs.iter().map(|r| r.0).collect()),
+        })
+    }
+}
+
 struct QueryRow {
     asset: String,
     sekisho: Timed,
     /// `query::count`: the filter's columns only, as DuckDB's `count(*)`.
     sekisho_count: Timed,
+    /// Median of the rounds' sekisho/DuckDB time: `query` against every column, `count`
+    /// against `count(*)` over all files.
+    query_ratio: f64,
+    count_ratio: f64,
     segments_read: u64,
     row_groups_read: u64,
     row_groups_total: u64,
@@ -767,50 +790,6 @@ fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
         asset: Some(asset.to_owned()),
         ..Filter::default()
     };
-    eprintln!("bench-history: query {asset} over {QUERY_DAY} + 1 day, sekisho");
-    let mut times = Vec::new();
-    let mut counts = Vec::new();
-    let mut stats = None;
-    for _ in 0..QUERY_RUNS {
-        let mut n = 0u64;
-        let start = Instant::now();
-        let s = query::query(root, &filter, &mut |_| {
-            n += 1;
-            true
-        })?;
-        times.push(start.elapsed().as_secs_f64());
-        counts.push(n);
-        stats = Some(s);
-    }
-    let stats = stats.context("a query ran")?;
-    ensure!(
-        counts.iter().all(|c| *c == counts[0]),
-        "sekisho's counts differ between runs: {counts:?}"
-    );
-    let sekisho = Timed {
-        count: counts[0],
-        first: times[0],
-        median: median(times),
-    };
-    let mut times = Vec::new();
-    let mut counts = Vec::new();
-    for _ in 0..QUERY_RUNS {
-        let start = Instant::now();
-        let s = query::count(root, &filter)?;
-        times.push(start.elapsed().as_secs_f64());
-        counts.push(s.records_matched);
-    }
-    ensure!(
-        counts.iter().all(|c| *c == sekisho.count),
-        "sekisho's count {counts:?} differs from its query's {}",
-        sekisho.count
-    );
-    let sekisho_count = Timed {
-        count: counts[0],
-        first: times[0],
-        median: median(times),
-    };
-
     let ts = |us: i64| -> anyhow::Result<String> {
         Ok(Timestamp::from_microsecond(us)?
             .strftime("%Y-%m-%d %H:%M:%S%.6f+00")
@@ -834,35 +813,78 @@ fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
         "SELECT count(*) FROM read_parquet([{}]) WHERE {where_}",
         day_files.join(", ")
     );
-    eprintln!("bench-history: query {asset}, DuckDB");
     // Every column of the matching rows read, as `query` decodes whole records.
     let columns = format!(
         "SELECT count(*), max(hash(t)) FROM (SELECT * FROM read_parquet('{}/segments/**/*.parquet') \
          WHERE {where_}) t",
         root.display()
     );
-    let duck = duckdb(&[(all.clone(), 0), (all, 1), (day, 0), (columns, 0)])?;
-    ensure!(duck.1.len() == 4, "4 answers from DuckDB");
-    for (what, t) in [
-        ("all files", &duck.1[0]),
-        ("one thread", &duck.1[1]),
-        ("day's files", &duck.1[2]),
-        ("every column", &duck.1[3]),
+    const ALL: usize = 0;
+    const ONE_THREAD: usize = 1;
+    const DAY: usize = 2;
+    const COLUMNS: usize = 3;
+    let mut duck = DuckDb::start(&[(all.clone(), 0), (all, 1), (day, 0), (columns, 0)])?;
+
+    // Rounds interleave sekisho and DuckDB, so that whatever else the machine does in a
+    // round weighs on both sides of a ratio.
+    eprintln!("bench-history: query {asset} over {QUERY_DAY} + 1 day, sekisho and DuckDB");
+    let mut runs = [(); 6].map(|()| Vec::with_capacity(QUERY_RUNS));
+    let [s_query, s_count, d_all, d_one, d_day, d_columns] = &mut runs;
+    let mut stats = None;
+    for _ in 0..QUERY_RUNS {
+        let mut n = 0u64;
+        let start = Instant::now();
+        let s = query::query(root, &filter, &mut |_| {
+            n += 1;
+            true
+        })?;
+        s_query.push((start.elapsed().as_secs_f64(), n));
+        stats = Some(s);
+        d_columns.push(duck.run(COLUMNS)?);
+        let start = Instant::now();
+        let s = query::count(root, &filter)?;
+        s_count.push((start.elapsed().as_secs_f64(), s.records_matched));
+        d_all.push(duck.run(ALL)?);
+        d_one.push(duck.run(ONE_THREAD)?);
+        d_day.push(duck.run(DAY)?);
+    }
+    let stats = stats.context("a query ran")?;
+    let sekisho = Timed::of(s_query, "sekisho's query")?;
+    let sekisho_count = Timed::of(s_count, "sekisho's count")?;
+    ensure!(
+        sekisho_count.count == sekisho.count,
+        "sekisho's count {} differs from its query's {}",
+        sekisho_count.count,
+        sekisho.count
+    );
+    let query_ratio = paired_ratio(s_query, d_columns);
+    let count_ratio = paired_ratio(s_count, d_all);
+    let mut answers = Vec::new();
+    for (what, runs) in [
+        ("all files", &*d_all),
+        ("one thread", &*d_one),
+        ("day's files", &*d_day),
+        ("every column", &*d_columns),
     ] {
+        let t = Timed::of(runs, &format!("DuckDB ({what})"))?;
         ensure!(
             t.count == sekisho.count,
             "DuckDB ({what}) counts {} records, sekisho {}",
             t.count,
             sekisho.count
         );
+        answers.push(t);
     }
-    let mut it = duck.1.into_iter();
+    let mut it = answers.into_iter();
     let mut next = || it.next().context("4 answers");
     let (a, b, c, e) = (next()?, next()?, next()?, next()?);
+    let (duckdb_version, duckdb_threads) = duck.finish()?;
     Ok(QueryRow {
         asset: asset.to_owned(),
         sekisho,
         sekisho_count,
+        query_ratio,
+        count_ratio,
         segments_read: stats.segments_read,
         row_groups_read: stats.row_groups_read,
         row_groups_total: stats.row_groups_total,
@@ -872,9 +894,20 @@ fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
         duckdb_day: c,
         duckdb_columns: e,
         day_files: day_files.len(),
-        duckdb_version: duck.0,
-        duckdb_threads: duck.2,
+        duckdb_version,
+        duckdb_threads,
     })
+}
+
+/// The median over rounds of sekisho's time over DuckDB's in the same round.
+fn paired_ratio(sekisho: &[(f64, u64)], duckdb: &[(f64, u64)]) -> f64 {
+    median(
+        sekisho
+            .iter()
+            .zip(duckdb)
+            .map(|((s, _), (d, _))| s / d)
+            .collect(),
+    )
 }
 
 /// Makes `import duckdb` work, installing it from PyPI when missing.
@@ -897,68 +930,93 @@ fn ensure_duckdb() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs each query `QUERY_RUNS` times in one DuckDB connection (threads: the default, or
-/// the given number), timing only `execute` + `fetchall`. Returns DuckDB's version, the
-/// timings and its default thread count.
-fn duckdb(queries: &[(String, u32)]) -> anyhow::Result<(String, Vec<Timed>, String)> {
+/// One DuckDB connection in a `python3` process, opened before any timing, that runs the
+/// queries it was given one at a time on request (threads: the default, or the given
+/// number), timing only `execute` + `fetchall`.
+struct DuckDb {
+    child: std::process::Child,
+    requests: std::process::ChildStdin,
+    answers: std::io::BufReader<std::process::ChildStdout>,
+    version: String,
+    threads: String,
+}
+
+impl DuckDb {
     const SCRIPT: &str = r#"
 import duckdb, json, sys, time
-args = json.load(sys.stdin)
+queries = json.loads(sys.stdin.readline())
 con = duckdb.connect()
 threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
-out = []
-for q, t in args["queries"]:
+print(json.dumps({"version": duckdb.__version__, "threads": str(threads)}), flush=True)
+for line in sys.stdin:
+    q, t = queries[int(line)]
     con.execute("RESET threads" if t == 0 else f"SET threads = {t}")
-    times, counts = [], []
-    for _ in range(args["runs"]):
-        start = time.perf_counter()
-        rows = con.execute(q).fetchall()
-        times.append(time.perf_counter() - start)
-        counts.append(rows[0][0])
-    out.append({"times": times, "counts": counts})
-print(json.dumps({"version": duckdb.__version__, "threads": str(threads), "results": out}))
+    start = time.perf_counter()
+    rows = con.execute(q).fetchall()
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"time": elapsed, "count": rows[0][0]}), flush=True)
 "#;
-    ensure_duckdb()?;
-    let input = serde_json::json!({ "queries": queries, "runs": QUERY_RUNS });
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("python3 runs")?;
-    serde_json::to_writer(child.stdin.take().context("stdin")?, &input)?;
-    let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "DuckDB failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut timed = Vec::new();
-    for r in v["results"].as_array().context("results")? {
-        let times: Vec<f64> = r["times"]
-            .as_array()
-            .context("times")?
-            .iter()
-            .filter_map(serde_json::Value::as_f64)
-            .collect();
-        let counts: Vec<u64> = r["counts"]
-            .as_array()
-            .context("counts")?
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .collect();
-        ensure!(
-            counts.len() == QUERY_RUNS && counts.iter().all(|c| *c == counts[0]),
-            "DuckDB's counts: {counts:?}"
-        );
-        timed.push(Timed {
-            count: counts[0],
-            first: times[0],
-            median: median(times),
-        });
+
+    fn start(queries: &[(String, u32)]) -> anyhow::Result<DuckDb> {
+        use std::io::Write as _;
+        ensure_duckdb()?;
+        let mut child = Command::new("python3")
+            .args(["-c", Self::SCRIPT])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("python3 runs")?;
+        let mut requests = child.stdin.take().context("stdin")?;
+        let answers = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        serde_json::to_writer(&mut requests, queries)?;
+        requests.write_all(b"\n")?;
+        requests.flush()?;
+        let mut duck = DuckDb {
+            child,
+            requests,
+            answers,
+            version: String::new(),
+            threads: String::new(),
+        };
+        let hello = duck.answer()?;
+        duck.version = hello["version"].as_str().unwrap_or("?").to_owned();
+        duck.threads = hello["threads"].as_str().unwrap_or("?").to_owned();
+        Ok(duck)
     }
-    Ok((
-        v["version"].as_str().unwrap_or("?").to_owned(),
-        timed,
-        v["threads"].as_str().unwrap_or("?").to_owned(),
-    ))
+
+    /// Runs query `i` once: (seconds, the count it answered).
+    fn run(&mut self, i: usize) -> anyhow::Result<(f64, u64)> {
+        use std::io::Write as _;
+        writeln!(self.requests, "{i}")?;
+        self.requests.flush()?;
+        let a = self.answer()?;
+        Ok((
+            a["time"].as_f64().context("DuckDB's time")?,
+            a["count"].as_u64().context("DuckDB's count")?,
+        ))
+    }
+
+    fn answer(&mut self) -> anyhow::Result<serde_json::Value> {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        self.answers.read_line(&mut line)?;
+        ensure!(!line.is_empty(), "DuckDB failed (its process ended)");
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Ends the process (its stdin closed); DuckDB's version and default thread count.
+    fn finish(self) -> anyhow::Result<(String, String)> {
+        let DuckDb {
+            mut child,
+            requests,
+            version,
+            threads,
+            ..
+        } = self;
+        drop(requests);
+        ensure!(child.wait()?.success(), "DuckDB failed");
+        Ok((version, threads))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1069,14 +1127,14 @@ fn render(
             group(d.records),
             ms(q.sekisho.median),
             ms(q.duckdb_columns.median),
-            q.sekisho.median / q.duckdb_columns.median
+            q.query_ratio
         )?;
         writeln!(
             t,
             "| same, how many: `history query --count`, median of {QUERY_RUNS} | {} | DuckDB `count(*)` over all files: {} | {:.2}× DuckDB's time |",
             ms(q.sekisho_count.median),
             ms(q.duckdb_all.median),
-            q.sekisho_count.median / q.duckdb_all.median
+            q.count_ratio
         )?;
     }
     writeln!(t)?;
@@ -1210,8 +1268,11 @@ fn render(
     writeln!(t)?;
     writeln!(
         t,
-        "timed (median of {QUERY_RUNS}; \"first\" is the first run in the process, with the \
-         files in the page cache either way). DuckDB runs with its default {} threads, and \
+        "timed in {QUERY_RUNS} rounds, each running sekisho's `query`, DuckDB's every column, \
+         sekisho's `count` and DuckDB's three counts once, in that order, so that whatever \
+         else the machine does in a round weighs on both sides (times are medians; a ratio \
+         is the median of the rounds' ratios; \"first\" is the first run in the process, \
+         with the files in the page cache either way). DuckDB runs with its default {} threads, and \
          again with one; \"day's files\" gives DuckDB the list of segments overlapping the \
          day instead of the glob; \"every column\" makes DuckDB read all columns of the \
          matching rows (`SELECT count(*), max(hash(t)) FROM (SELECT * … WHERE …) t`), the \
@@ -1236,14 +1297,14 @@ fn render(
             ms(q.sekisho.median),
             ms(q.sekisho.first),
             ms(q.duckdb_columns.median),
-            q.sekisho.median / q.duckdb_columns.median,
+            q.query_ratio,
             ms(q.sekisho_count.median),
             ms(q.sekisho_count.first),
             ms(q.duckdb_all.median),
             ms(q.duckdb_all.first),
             ms(q.duckdb_all_1thread.median),
             ms(q.duckdb_day.median),
-            q.sekisho_count.median / q.duckdb_all.median
+            q.count_ratio
         )?;
     }
     writeln!(t)?;
