@@ -221,12 +221,7 @@ fn bpf_linker_for_nightly() -> anyhow::Result<()> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .find(|name| name.starts_with("libLLVM.so."))
         .with_context(|| format!("no libLLVM.so.* in {}", libdir.display()))?;
-    let major = soname["libLLVM.so.".len()..]
-        .split('.')
-        .next()
-        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
-        .with_context(|| format!("no LLVM version in {soname}"))?
-        .to_owned();
+    let major = llvm_major(&soname).with_context(|| format!("no LLVM version in {soname}"))?;
     if bpf_linker_links(&soname) {
         return Ok(());
     }
@@ -259,6 +254,15 @@ fn bpf_linker_for_nightly() -> anyhow::Result<()> {
         bail!("bpf-linker was installed but does not load {soname}");
     }
     Ok(())
+}
+
+/// The major version in a libLLVM soname: 23 in libLLVM.so.23.1-rust-1.101.0-nightly.
+fn llvm_major(soname: &str) -> Option<&str> {
+    soname
+        .strip_prefix("libLLVM.so.")?
+        .split('.')
+        .next()
+        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether the bpf-linker on PATH starts and is linked against the library `soname`.
@@ -509,4 +513,21 @@ fn package() -> anyhow::Result<PathBuf> {
         .map(|l| PathBuf::from(l.trim()))
         .context("cargo deb did not say where the package is")?;
     Ok(deb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llvm_major;
+
+    #[test]
+    fn llvm_major_is_read_from_rustups_soname() {
+        assert_eq!(
+            llvm_major("libLLVM.so.23.1-rust-1.101.0-nightly"),
+            Some("23")
+        );
+        assert_eq!(llvm_major("libLLVM.so.22.1"), Some("22"));
+        // A soname without a version must not become the feature `llvm-`.
+        assert_eq!(llvm_major("libLLVM.so.-rust"), None);
+        assert_eq!(llvm_major("libLLVM-23-rust-1.101.0-nightly.so"), None);
+    }
 }

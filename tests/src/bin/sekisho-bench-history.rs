@@ -859,13 +859,7 @@ fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
     );
     let query_ratio = paired_ratio(s_query, d_columns);
     let count_ratio = paired_ratio(s_count, d_all);
-    let mut answers = Vec::new();
-    for (what, runs) in [
-        ("all files", &*d_all),
-        ("one thread", &*d_one),
-        ("day's files", &*d_day),
-        ("every column", &*d_columns),
-    ] {
+    let duckdb = |what: &str, runs: &[(f64, u64)]| -> anyhow::Result<Timed> {
         let t = Timed::of(runs, &format!("DuckDB ({what})"))?;
         ensure!(
             t.count == sekisho.count,
@@ -873,11 +867,12 @@ fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
             t.count,
             sekisho.count
         );
-        answers.push(t);
-    }
-    let mut it = answers.into_iter();
-    let mut next = || it.next().context("4 answers");
-    let (a, b, c, e) = (next()?, next()?, next()?, next()?);
+        Ok(t)
+    };
+    let duckdb_all = duckdb("all files", d_all)?;
+    let duckdb_all_1thread = duckdb("one thread", d_one)?;
+    let duckdb_day = duckdb("day's files", d_day)?;
+    let duckdb_columns = duckdb("every column", d_columns)?;
     let (duckdb_version, duckdb_threads) = duck.finish()?;
     Ok(QueryRow {
         asset: asset.to_owned(),
@@ -889,10 +884,10 @@ fn compare_query(root: &Path, asset: &str) -> anyhow::Result<QueryRow> {
         row_groups_read: stats.row_groups_read,
         row_groups_total: stats.row_groups_total,
         records_scanned: stats.records_scanned,
-        duckdb_all: a,
-        duckdb_all_1thread: b,
-        duckdb_day: c,
-        duckdb_columns: e,
+        duckdb_all,
+        duckdb_all_1thread,
+        duckdb_day,
+        duckdb_columns,
         day_files: day_files.len(),
         duckdb_version,
         duckdb_threads,
@@ -967,21 +962,19 @@ for line in sys.stdin:
             .spawn()
             .context("python3 runs")?;
         let mut requests = child.stdin.take().context("stdin")?;
-        let answers = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        let mut answers = std::io::BufReader::new(child.stdout.take().context("stdout")?);
         serde_json::to_writer(&mut requests, queries)?;
         requests.write_all(b"\n")?;
         requests.flush()?;
-        let mut duck = DuckDb {
+        let hello = Self::answer(&mut answers)?;
+        let text = |key: &str| hello[key].as_str().unwrap_or("?").to_owned();
+        Ok(DuckDb {
+            version: text("version"),
+            threads: text("threads"),
             child,
             requests,
             answers,
-            version: String::new(),
-            threads: String::new(),
-        };
-        let hello = duck.answer()?;
-        duck.version = hello["version"].as_str().unwrap_or("?").to_owned();
-        duck.threads = hello["threads"].as_str().unwrap_or("?").to_owned();
-        Ok(duck)
+        })
     }
 
     /// Runs query `i` once: (seconds, the count it answered).
@@ -989,17 +982,20 @@ for line in sys.stdin:
         use std::io::Write as _;
         writeln!(self.requests, "{i}")?;
         self.requests.flush()?;
-        let a = self.answer()?;
+        let a = Self::answer(&mut self.answers)?;
         Ok((
             a["time"].as_f64().context("DuckDB's time")?,
             a["count"].as_u64().context("DuckDB's count")?,
         ))
     }
 
-    fn answer(&mut self) -> anyhow::Result<serde_json::Value> {
+    /// The next line DuckDB's process printed, as JSON.
+    fn answer(
+        answers: &mut std::io::BufReader<std::process::ChildStdout>,
+    ) -> anyhow::Result<serde_json::Value> {
         use std::io::BufRead as _;
         let mut line = String::new();
-        self.answers.read_line(&mut line)?;
+        answers.read_line(&mut line)?;
         ensure!(!line.is_empty(), "DuckDB failed (its process ended)");
         Ok(serde_json::from_str(&line)?)
     }
